@@ -1,0 +1,277 @@
+"""The EventBus: validate → PHI guard → log → on commit → subscribers and the channel layer.
+
+Nothing here publishes before commit (Zulip's `send_event_on_commit`): the log row is written
+in the caller's transaction, and the hand-off to in-process subscribers and to the channel
+layer is registered with `transaction.on_commit(..., robust=True)`. A rolled-back change
+leaves no event, logged or sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from asgiref.sync import async_to_sync
+from django.db import connections, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from . import metrics, phi
+from .models import Event
+from .schemas import CATEGORY_OF, EventRejected, InvalidEvent, iso_timestamp, validate_payload
+
+logger = logging.getLogger(__name__)
+
+# The seed's integration test subscribes to 'jobs' and receives run.created: every run event.
+ALL_TOPIC = "jobs"
+# Arbitrary constant for pg_advisory_xact_lock; serialises event-log inserts (see lock_log).
+LOG_LOCK_KEY = 0x52464556  # "RFEV"
+
+Handler = Callable[[dict[str, Any]], Any] | Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class PHIRejected(EventRejected):
+    """The PHI guard found identifiers. Names fields and categories, never the value."""
+
+    def __init__(self, event_type: str, findings: list[phi.Finding]) -> None:
+        self.event_type = event_type
+        self.findings = findings
+        super().__init__(
+            f"{event_type} refused by the PHI guard: " + ", ".join(str(f) for f in findings)
+        )
+
+
+@dataclass(slots=True)
+class LoggedEvent:
+    """One committed (or about to commit) event, encoded once for every socket."""
+
+    id: int
+    prev_id: int | None
+    type: str
+    project_id: str
+    run_id: str
+    timestamp: str
+    payload: dict[str, Any]
+    frame: str = field(repr=False)
+    stage_id: str = ""  # routing needs it (progress coalescing) without decoding the frame
+    committed_at: float = 0.0  # wall clock (comparable across processes), for latency metrics
+
+    @property
+    def category(self) -> str:
+        return CATEGORY_OF[self.type]
+
+    def envelope(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "timestamp": self.timestamp, "payload": self.payload}
+
+    def to_message(self) -> dict[str, Any]:
+        """The channel-layer message: the pre-encoded frame plus what routing needs."""
+        return {
+            "type": "rf.event",
+            "id": self.id,
+            "prev": self.prev_id,
+            "event_type": self.type,
+            "project": self.project_id,
+            "run": self.run_id,
+            "frame": self.frame,
+            "stage": self.stage_id,
+            "t": self.committed_at,
+        }
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> LoggedEvent:
+        return cls(
+            id=message["id"],
+            prev_id=message.get("prev"),
+            type=message["event_type"],
+            project_id=message["project"],
+            run_id=message.get("run") or "",
+            timestamp="",
+            payload={},
+            frame=message["frame"],
+            stage_id=message.get("stage") or "",
+            committed_at=message.get("t") or 0.0,
+        )
+
+    @classmethod
+    def from_row(cls, row: Event, prev_id: int | None = None) -> LoggedEvent:
+        timestamp = iso_timestamp(row.created_at)
+        return cls(
+            id=row.id,
+            prev_id=prev_id,
+            type=row.type,
+            project_id=row.project_id,
+            run_id=row.run_id,
+            timestamp=timestamp,
+            payload=row.payload,
+            frame=encode_frame(row.id, row.type, timestamp, row.payload),
+            stage_id=str(row.payload.get("stageId") or ""),
+        )
+
+
+def encode_frame(event_id: int, event_type: str, timestamp: str, payload: Mapping[str, Any]) -> str:
+    return orjson.dumps(
+        {"id": event_id, "type": event_type, "timestamp": timestamp, "payload": payload}
+    ).decode()
+
+
+def lock_log(using: str = "default") -> None:
+    """Serialise event-log writers until commit, so ids commit in id order.
+
+    PostgreSQL hands out sequence values at INSERT, not at COMMIT: without this, a transaction
+    holding id 10 can commit after one holding id 11, and a client that already saw 11 would
+    resume past 10 for ever. The advisory lock is held to the end of the transaction, so ids
+    commit in order. SQLite needs nothing: its IMMEDIATE transactions already serialise
+    writers. The price is that event-emitting transactions on PostgreSQL run one at a time;
+    they are a few milliseconds long.
+    """
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOG_LOCK_KEY])
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = {}
+        self._lock = threading.Lock()
+
+    # --- publishing ----------------------------------------------------------------------
+
+    def publish(
+        self, event_type: str, payload: Mapping[str, Any], *, at: datetime | None = None
+    ) -> LoggedEvent:
+        """Validate, guard and log one event; hand it on when the transaction commits.
+
+        Raises InvalidEvent (schema) or PHIRejected (guard), both EventRejected, before
+        anything is written. Call it inside the transaction that makes the change.
+        """
+        try:
+            model = validate_payload(event_type, payload)
+        except InvalidEvent:
+            metrics.EVENTS_REJECTED.labels(
+                type=event_type if event_type in CATEGORY_OF else "unknown"
+            ).inc()
+            raise
+        data = model.model_dump(by_alias=True, exclude_none=True)
+        findings = phi.scan(data)
+        if findings:
+            for finding in findings:
+                metrics.PHI_REJECTIONS.labels(category=finding.category).inc()
+            # Field paths and categories only: the value is the thing we must not spread.
+            logger.warning(
+                "PHI guard refused %s: %s", event_type, ", ".join(str(f) for f in findings)
+            )
+            raise PHIRejected(event_type, findings)
+        created_at = at or timezone.now()
+        with transaction.atomic():
+            lock_log()
+            prev_id = Event.objects.aggregate(last=Max("id"))["last"]
+            row = Event.objects.create(
+                type=event_type,
+                project_id=data["projectId"],
+                run_id=data.get("runId", ""),
+                payload=data,
+                created_at=created_at,
+            )
+            timestamp = iso_timestamp(created_at)
+            record = LoggedEvent(
+                id=row.id,
+                prev_id=prev_id,
+                type=event_type,
+                project_id=row.project_id,
+                run_id=row.run_id,
+                timestamp=timestamp,
+                payload=data,
+                frame=encode_frame(row.id, event_type, timestamp, data),
+                stage_id=data.get("stageId", ""),
+            )
+            transaction.on_commit(lambda: self._committed(record), robust=True)
+        return record
+
+    def _committed(self, record: LoggedEvent) -> None:
+        from .hub import hand_off  # the hub imports this module
+
+        record.committed_at = time.time()
+        metrics.EVENTS_PUBLISHED.labels(type=record.type).inc()
+        hand_off(record)
+        self._notify(record)
+
+    # --- in-process subscribers ----------------------------------------------------------
+
+    def subscribe(self, topic: str, handler: Handler) -> Callable[[], None]:
+        """Call `handler(envelope)` after commit for every event of `topic`.
+
+        `topic` is an event type, a category (`STAGE_EVENTS`) or "jobs" (every event). Sync
+        and async handlers both work; a failing handler is logged and never breaks publishing.
+        Returns the unsubscribe function.
+        """
+        from .schemas import EVENT_CATEGORIES
+
+        if topic != ALL_TOPIC and topic not in CATEGORY_OF and topic not in EVENT_CATEGORIES:
+            raise ValueError(f"unknown topic {topic!r}: an event type, a category or 'jobs'")
+        with self._lock:
+            self._handlers.setdefault(topic, []).append(handler)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                handlers = self._handlers.get(topic, [])
+                if handler in handlers:
+                    handlers.remove(handler)
+
+        return unsubscribe
+
+    def _notify(self, record: LoggedEvent) -> None:
+        with self._lock:
+            targets = [
+                handler
+                for topic in (record.type, record.category, ALL_TOPIC)
+                for handler in self._handlers.get(topic, ())
+            ]
+        if not targets:
+            return
+        envelope = record.envelope()
+        for handler in targets:
+            try:
+                if inspect.iscoroutinefunction(handler):
+                    _run_async_handler(handler, envelope)
+                else:
+                    result = handler(envelope)
+                    if inspect.isawaitable(result):
+                        _run_async_handler(lambda _e, r=result: r, envelope)
+            except Exception:
+                logger.exception("event subscriber %r failed on %s", handler, record.type)
+
+
+def _run_async_handler(handler: Callable[..., Any], envelope: dict[str, Any]) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        async_to_sync(_await_handler)(handler, envelope)
+        return
+    # Called on an event loop's thread (rare: on_commit inside async code): don't block it.
+    task = asyncio.ensure_future(_await_handler(handler, envelope))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+_BACKGROUND: set[asyncio.Future[Any]] = set()
+
+
+async def _await_handler(handler: Callable[..., Any], envelope: dict[str, Any]) -> None:
+    try:
+        result = handler(envelope)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        logger.exception("event subscriber %r failed", handler)
+
+
+event_bus = EventBus()

@@ -1,0 +1,642 @@
+"""The `/ws` consumer: the seed's manager.ts protocol on an AsyncJsonWebsocketConsumer.
+
+Thin by design: parsing and replies here, ORM access in `access.py` through
+`database_sync_to_async`, fan-out in `hub.py`. Events never pass through the consumer's
+dispatch: the hub calls `offer()` with a frame encoded once for every socket, and a per-socket
+writer task drains a bounded queue, so a slow client only ever delays itself.
+
+The consumer opts out of a per-socket channel-layer channel (see `channel_layer_alias`): the
+hub is the only layer listener in the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import orjson
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from . import access, metrics
+from .bus import LoggedEvent
+from .hub import Hub
+from .schemas import CATEGORY_OF, EVENT_CATEGORIES, iso_timestamp
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = "1.0"
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429
+
+AUTH_FIELDS = frozenset(
+    {"token", "userId", "projectId", "runId", "lastEventId", "eventTypes", "eventCategories"}
+)
+_NO_LAYER = "researchflow.no-per-socket-channel"  # an alias with no config: get_channel_layer → None
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
+def _now_frame(msg_type: str, payload: dict[str, Any]) -> str:
+    return orjson.dumps({"type": msg_type, "timestamp": iso_timestamp(), "payload": payload}).decode()
+
+
+class RunEventsConsumer(AsyncJsonWebsocketConsumer):
+    channel_layer_alias = _NO_LAYER
+
+    # --- connection ----------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.client_id = uuid.uuid4().hex
+        self.hub = Hub.for_loop()
+        self.user: Any = None
+        self.credential: access.Credential | None = None
+        self.user_id: int | None = None
+        self.visible_projects: frozenset[str] | None = frozenset()
+        self.scope_project: str | None = None
+        self.scope_run: str | None = None
+        self._member_of: frozenset[str] | None = frozenset()
+        self.subscriptions: set[str] = set()
+        self._types: frozenset[str] = frozenset()
+        self.message_count = 0
+        self.last_sent_id = 0
+        self._queue: deque[list[Any]] = deque()
+        self._queued = 0
+        self._progress_slots: dict[str, list[Any]] = {}
+        self._wakeup: asyncio.Future[None] | None = None
+        self._held: list[LoggedEvent] | None = None  # events held while a resume replays
+        self._closing = False
+        self._close_code: int | None = None
+        self._slot_claimed = False
+        self._tokens = float(settings.WS_RATE_BURST)
+        self._tokens_at = time.monotonic()
+        self._rejected_streak = 0
+        self._last_inbound = time.monotonic()
+        self._connected_at = self._last_inbound
+        self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+        await self.accept()
+        metrics.CONNECTS.inc()
+        metrics.SOCKETS_OPEN.inc()
+        self.hub.add(self)
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self._arm_timer()
+
+        session_user = self.scope.get("user")
+        if session_user is not None and session_user.is_authenticated and session_user.is_active:
+            if not self._claim_slot(session_user.pk):
+                self._push(_now_frame("connection.established", self._established()))
+                await self._close(CLOSE_TOO_MANY)
+                return
+            self.credential = access.Credential(session_user, "session")
+            await self._set_user(session_user)
+        self._push(_now_frame("connection.established", self._established()))
+
+    def _established(self) -> dict[str, Any]:
+        return {
+            "clientId": self.client_id,
+            "version": PROTOCOL_VERSION,
+            "authenticated": self.user is not None,
+            "userId": self.user.get_username() if self.user is not None else None,
+        }
+
+    async def disconnect(self, code: int) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
+        self.hub.remove(self)
+        if self._slot_claimed and self.user_id is not None:
+            self.hub.release_user_slot(self.user_id)
+            self._slot_claimed = False
+        metrics.SOCKETS_OPEN.dec()
+        metrics.CLOSES.labels(code=str(self._close_code or code)).inc()
+
+    async def _close(self, code: int) -> None:
+        if self._close_code is None:
+            self._close_code = code
+        self._closing = True
+        self._queue.clear()
+        self._queued = 0
+        with contextlib.suppress(Exception):
+            await self.close(code=code)
+
+    def _close_soon(self, code: int) -> None:
+        if not self._closing:
+            self._closing = True
+            self._close_code = code
+            asyncio.get_running_loop().create_task(self._close(code))
+
+    # --- timers: auth deadline, heartbeat ------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        interval = min(settings.WS_AUTH_TIMEOUT, settings.WS_HEARTBEAT_TIMEOUT) / 4
+        self._timer = asyncio.get_running_loop().call_later(min(interval, 1.0), self._tick)
+
+    def _tick(self) -> None:
+        if self._closing:
+            return
+        now = time.monotonic()
+        if self.user is None and now - self._connected_at >= settings.WS_AUTH_TIMEOUT:
+            self._close_soon(CLOSE_UNAUTHENTICATED)
+            return
+        if now - self._last_inbound >= settings.WS_HEARTBEAT_TIMEOUT:
+            self._close_soon(CLOSE_GOING_AWAY)
+            return
+        self._arm_timer()
+
+    # --- inbound -------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self._last_inbound = time.monotonic()
+        size = len(text_data) if text_data is not None else len(bytes_data or b"")
+        if size > settings.WS_MAX_FRAME_BYTES or (
+            text_data is not None
+            and size * 4 > settings.WS_MAX_FRAME_BYTES
+            and len(text_data.encode()) > settings.WS_MAX_FRAME_BYTES
+        ):
+            await self._close(CLOSE_TOO_BIG)
+            return
+        if not self._take_token():
+            metrics.INBOUND.labels(type="rate_limited").inc()
+            self._rejected_streak += 1
+            if self._rejected_streak >= settings.WS_RATE_BURST:
+                await self._close(CLOSE_POLICY)
+                return
+            self._error(
+                "rate_limited",
+                f"too many messages: at most {settings.WS_RATE_LIMIT:g}/s "
+                f"(bursts of {settings.WS_RATE_BURST}); this message was ignored",
+            )
+            return
+        self._rejected_streak = 0
+        if text_data is None:
+            self._error("binary_not_supported", "binary frames are not supported; send JSON text")
+            return
+        try:
+            content = orjson.loads(text_data)
+        except orjson.JSONDecodeError as exc:
+            self._error("invalid_json", "the frame is not valid JSON", position=exc.pos)
+            return
+        try:
+            await self.receive_json(content)
+        except ProtocolError as exc:
+            self._error(exc.code, str(exc), **exc.details)
+        except Exception:
+            # Never let a client message take the socket down; never log its content.
+            logger.exception("ws: unexpected error handling a %s message", _type_label(content))
+            self._error("internal_error", "the server could not handle this message")
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(
+            float(settings.WS_RATE_BURST),
+            self._tokens + (now - self._tokens_at) * settings.WS_RATE_LIMIT,
+        )
+        self._tokens_at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict):
+            raise ProtocolError("invalid_message", "a message must be a JSON object")
+        msg_type = content.get("type")
+        if not isinstance(msg_type, str):
+            raise ProtocolError("invalid_message", "a message needs a string 'type'")
+        extra = set(content) - {"type", "payload"}
+        if extra:
+            raise ProtocolError(
+                "invalid_message", "unknown top-level fields", fields=sorted(extra)[:10]
+            )
+        payload = content.get("payload", {})
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise ProtocolError("invalid_message", "'payload' must be an object")
+        handler = _HANDLERS.get(msg_type)
+        metrics.INBOUND.labels(type=msg_type if handler else "unknown").inc()
+        if handler is None:
+            raise ProtocolError(
+                "unknown_type",
+                f"unknown message type; expected one of {', '.join(sorted(_HANDLERS))}",
+            )
+        await handler(self, payload)
+
+    async def _on_ping(self, payload: dict[str, Any]) -> None:
+        _only(payload, set())
+        self._push(_now_frame("pong", {}))
+
+    async def _on_get_status(self, payload: dict[str, Any]) -> None:
+        _only(payload, set())
+        self._push(
+            _now_frame(
+                "status",
+                {
+                    "clientId": self.client_id,
+                    "userId": self.user.get_username() if self.user is not None else None,
+                    "projectId": self.scope_project,
+                    "runId": self.scope_run,
+                    "subscriptions": sorted(self.subscriptions),
+                    "messageCount": self.message_count,
+                    "lastEventId": self.last_sent_id or None,
+                },
+            )
+        )
+
+    async def _on_subscribe(self, payload: dict[str, Any]) -> None:
+        key, name = _subscription_target(payload)
+        self.subscriptions.add(name)
+        self._recompute_types()
+        self._push(
+            _now_frame(
+                "subscription.added", {key: name, "subscriptions": sorted(self.subscriptions)}
+            )
+        )
+
+    async def _on_unsubscribe(self, payload: dict[str, Any]) -> None:
+        key, name = _subscription_target(payload)
+        if name not in self.subscriptions:
+            raise ProtocolError("not_subscribed", f"not subscribed to {name}", **{key: name})
+        self.subscriptions.discard(name)
+        self._recompute_types()
+        self._push(
+            _now_frame(
+                "subscription.removed", {key: name, "subscriptions": sorted(self.subscriptions)}
+            )
+        )
+
+    async def _on_auth(self, payload: dict[str, Any]) -> None:
+        _only(payload, AUTH_FIELDS)
+        for field in ("token", "userId", "projectId", "runId"):
+            if payload.get(field) is not None and not isinstance(payload[field], str):
+                raise ProtocolError("invalid_message", f"auth.{field} must be a string")
+        last_event_id = _optional_event_id(payload.get("lastEventId"), "auth.lastEventId")
+        wanted = _subscription_lists(payload)
+
+        credential = self.credential
+        token = payload.get("token")
+        if token:
+            credential = await database_sync_to_async(access.resolve_token)(token)
+            if credential is None:
+                return self._auth_failed("invalid or expired token")
+        if credential is None:
+            return self._auth_failed("authentication required: send a token or use a session")
+        user = credential.user
+        if payload.get("userId") is not None and payload["userId"] != user.get_username():
+            return self._auth_failed("userId does not match the authenticated user")
+        member_of = await database_sync_to_async(access.visible_projects)(user)
+        project_id = payload.get("projectId")
+        run_id = payload.get("runId")
+        # One message for "doesn't exist" and "not yours": never confirm a foreign id.
+        if project_id is not None and member_of is not None and project_id not in member_of:
+            return self._auth_failed("project not found or not accessible")
+        if project_id is not None and member_of is None and not await database_sync_to_async(
+            _project_exists
+        )(project_id):
+            return self._auth_failed("project not found or not accessible")
+        if run_id is not None:
+            run_project = await database_sync_to_async(access.run_project)(run_id)
+            if (
+                run_project is None
+                or (member_of is not None and run_project not in member_of)
+                or (project_id is not None and run_project != project_id)
+            ):
+                return self._auth_failed("run not found or not accessible")
+            project_id = project_id or run_project
+
+        if self.user_id != user.pk:
+            if self._slot_claimed and self.user_id is not None:
+                self.hub.release_user_slot(self.user_id)
+                self._slot_claimed = False
+            if not self._claim_slot(user.pk):
+                self._auth_failed("too many open connections for this user")
+                await self._close(CLOSE_TOO_MANY)
+                return None
+        self.credential = credential
+        self.scope_project = project_id
+        self.scope_run = run_id
+        if wanted is not None:
+            self.subscriptions = wanted
+            self._recompute_types()
+        if last_event_id is not None:
+            self._held = []  # from here on, live events wait until the replay is done
+        await self._set_user(user, member_of)
+        self._push(
+            _now_frame(
+                "auth.success",
+                {"userId": user.get_username(), "projectId": project_id, "runId": run_id},
+            )
+        )
+        if last_event_id is not None:
+            await self._replay(last_event_id)
+        return None
+
+    async def _on_resume(self, payload: dict[str, Any]) -> None:
+        _only(payload, {"lastEventId"})
+        last_event_id = _optional_event_id(payload.get("lastEventId"), "resume.lastEventId")
+        if last_event_id is None:
+            raise ProtocolError("invalid_message", "resume.lastEventId is required")
+        if self.user is None:
+            raise ProtocolError("not_authenticated", "authenticate before resuming")
+        self._held = []
+        await self._replay(max(last_event_id, self.last_sent_id))
+
+    def _auth_failed(self, message: str) -> None:
+        self._push(_now_frame("auth.failed", {"message": message}))
+
+    def _claim_slot(self, user_id: int) -> bool:
+        if not self.hub.claim_user_slot(user_id):
+            return False
+        self._slot_claimed = True
+        return True
+
+    async def _set_user(self, user: Any, member_of: frozenset[str] | None | str = "load") -> None:
+        if member_of == "load":
+            member_of = await database_sync_to_async(access.visible_projects)(user)
+        assert not isinstance(member_of, str)
+        self.user = user
+        self.user_id = user.pk
+        self._member_of = member_of
+        self._narrow()
+
+    def _narrow(self) -> None:
+        """Visible projects = membership ∩ the socket's scope; re-index in the hub."""
+        if self.scope_project is not None:
+            allowed = self._member_of is None or self.scope_project in self._member_of
+            self.visible_projects = frozenset({self.scope_project}) if allowed else frozenset()
+        else:
+            self.visible_projects = self._member_of
+        self.hub.reindex(self)
+
+    def apply_standing(self, standing: access.Standing | None, valid_tokens: set[str]) -> None:
+        """Called by the hub's periodic re-check: revoked credentials stop the stream."""
+        if self.user is None or self._closing:
+            return
+        cred = self.credential
+        if (
+            standing is None
+            or not standing.active
+            or (cred is not None and cred.kind == "rest-token" and cred.token_key not in valid_tokens)
+        ):
+            self.visible_projects = frozenset()
+            self.hub.reindex(self)
+            self._close_soon(CLOSE_UNAUTHENTICATED)
+            return
+        member_of = None if standing.staff else standing.projects
+        if member_of != self._member_of:
+            self._member_of = member_of
+            self._narrow()
+            if self.scope_project is not None and not self.visible_projects:
+                self._close_soon(CLOSE_FORBIDDEN)
+
+    def credential_key(self) -> str | None:
+        cred = self.credential
+        return cred.token_key if cred is not None else None
+
+    # --- replay --------------------------------------------------------------------------
+
+    async def _replay(self, after: int) -> None:
+        """Log events > after, then whatever arrived live meanwhile: no gap, no duplicate."""
+        try:
+            pruned, _head = await database_sync_to_async(access.log_bounds)()
+            limit = settings.WS_RESUME_MAX_EVENTS
+            if after < pruned:
+                self._resync(after, pruned + 1)
+                return
+            events = (
+                await database_sync_to_async(access.log_after)(
+                    after,
+                    projects=self.visible_projects,
+                    run_id=self.scope_run,
+                    types=self._types,
+                    limit=limit + 1,
+                )
+                if self._types and self.visible_projects != frozenset()
+                else []
+            )
+            if len(events) > limit:
+                self._resync(after, pruned + 1)
+                return
+            for event in events:
+                self._enqueue(event)
+            metrics.RESUME_REPLAYED.inc(len(events))
+        finally:
+            held, self._held = self._held or [], None
+            for event in held:
+                self.offer(event)
+
+    def _resync(self, after: int, oldest: int) -> None:
+        metrics.RESYNC_REQUIRED.inc()
+        self._push(
+            _now_frame("resync.required", {"lastEventId": after, "oldestEventId": oldest})
+        )
+
+    # --- outbound ------------------------------------------------------------------------
+
+    def offer(self, event: LoggedEvent) -> None:
+        """From the hub: queue the event if this socket may see it and subscribed to it."""
+        if self._closing or event.type not in self._types or self.user is None:
+            return
+        if self.scope_run is not None and event.run_id != self.scope_run:
+            return
+        projects = self.visible_projects
+        if projects is not None and event.project_id not in projects:
+            return
+        if self._held is not None:
+            self._held.append(event)
+            return
+        self._enqueue(event)
+
+    def _enqueue(self, event: LoggedEvent) -> None:
+        if event.id <= self.last_sent_id or (self._queue and self._queue[-1][1] >= event.id):
+            return  # already sent or queued: the per-socket stream is strictly increasing
+        if event.type == "stage.progress":
+            stage_id = event.stage_id
+            slot = self._progress_slots.get(stage_id)
+            if slot is not None and slot[0] is not None:
+                # The client is behind on this stage: the newer progress supersedes it.
+                slot[0] = None
+                self._queued -= 1
+                self.hub.coalesced += 1
+            slot = [event, event.id]
+            self._progress_slots[stage_id] = slot
+        else:
+            slot = [event, event.id]
+        if self._queued >= settings.WS_SEND_QUEUE:
+            self.hub.dropped += self._queued + 1
+            metrics.DROPPED.labels(reason="slow_consumer").inc(self._queued + 1)
+            metrics.SLOW_CONSUMER_CLOSES.inc()
+            self._close_soon(CLOSE_SLOW_CONSUMER)
+            return
+        self._queue.append(slot)
+        self._queued += 1
+        self._wake()
+
+    def _push(self, frame: str) -> None:
+        """Queue a control frame behind any events already queued, preserving order."""
+        if self._closing:
+            return
+        self._queue.append([frame, 0])
+        self._queued += 1
+        self._wake()
+
+    def _error(self, code: str, message: str, **details: Any) -> None:
+        self._push(_now_frame("error", {"message": message, "details": {"code": code, **details}}))
+
+    def _wake(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        send = self.base_send
+        sampled = 0
+        while True:
+            if not self._queue:
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                self._wakeup = None
+                continue
+            item, event_id = self._queue.popleft()
+            if item is None:
+                continue  # coalesced away
+            self._queued -= 1
+            if isinstance(item, str):
+                await send({"type": "websocket.send", "text": item})
+                continue
+            if item.type == "stage.progress":
+                stage_id = item.stage_id
+                slot = self._progress_slots.get(stage_id)
+                if slot is not None and slot[1] == event_id:
+                    del self._progress_slots[stage_id]
+            await send({"type": "websocket.send", "text": item.frame})
+            self.last_sent_id = event_id
+            self.message_count += 1
+            self.hub.delivered += 1
+            sampled += 1
+            if sampled >= 16 and item.committed_at:
+                # Sampled: a histogram observation per frame costs more than the frame.
+                sampled = 0
+                metrics.PUBLISH_TO_SEND.observe(max(0.0, time.time() - item.committed_at))
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _recompute_types(self) -> None:
+        types: set[str] = set()
+        for name in self.subscriptions:
+            types.update(EVENT_CATEGORIES.get(name, (name,)))
+        self._types = frozenset(types)
+
+    def stats_snapshot(self) -> tuple[bool, frozenset[str]]:
+        return self.user is not None, frozenset(self.subscriptions)
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return orjson.dumps(content).decode()
+
+
+_HANDLERS = {
+    "ping": RunEventsConsumer._on_ping,
+    "auth": RunEventsConsumer._on_auth,
+    "subscribe": RunEventsConsumer._on_subscribe,
+    "unsubscribe": RunEventsConsumer._on_unsubscribe,
+    "resume": RunEventsConsumer._on_resume,
+    "get_status": RunEventsConsumer._on_get_status,
+}
+
+
+def _type_label(content: Any) -> str:
+    if isinstance(content, dict) and content.get("type") in _HANDLERS:
+        return str(content["type"])
+    return "unrecognised"
+
+
+def _only(payload: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
+    extra = set(payload) - set(allowed)
+    if extra:
+        raise ProtocolError(
+            "invalid_message",
+            "unknown payload fields" + (f"; allowed: {', '.join(sorted(allowed))}" if allowed else ""),
+            fields=sorted(str(f)[:40] for f in extra)[:10],
+        )
+
+
+def _subscription_target(payload: dict[str, Any]) -> tuple[str, str]:
+    _only(payload, {"eventType", "eventCategory"})
+    if ("eventType" in payload) == ("eventCategory" in payload):
+        raise ProtocolError("invalid_message", "give exactly one of eventType or eventCategory")
+    if "eventType" in payload:
+        name = payload["eventType"]
+        if not isinstance(name, str) or name not in CATEGORY_OF:
+            raise ProtocolError(
+                "unknown_event_type",
+                "unknown event type",
+                allowed=sorted(CATEGORY_OF),
+            )
+        return "eventType", name
+    name = payload["eventCategory"]
+    if not isinstance(name, str) or name not in EVENT_CATEGORIES:
+        raise ProtocolError(
+            "unknown_category", "unknown event category", allowed=sorted(EVENT_CATEGORIES)
+        )
+    return "eventCategory", name
+
+
+def _subscription_lists(payload: dict[str, Any]) -> set[str] | None:
+    types = payload.get("eventTypes")
+    categories = payload.get("eventCategories")
+    if types is None and categories is None:
+        return None
+    wanted: set[str] = set()
+    for field, value, known, code in (
+        ("eventTypes", types, CATEGORY_OF, "unknown_event_type"),
+        ("eventCategories", categories, EVENT_CATEGORIES, "unknown_category"),
+    ):
+        if value is None:
+            continue
+        if not isinstance(value, list) or len(value) > 64:
+            raise ProtocolError("invalid_message", f"auth.{field} must be a list")
+        for name in value:
+            if not isinstance(name, str) or name not in known:
+                raise ProtocolError(code, f"auth.{field}: unknown name", allowed=sorted(known))
+            wanted.add(name)
+    return wanted
+
+
+def _optional_event_id(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 2**63 - 1:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value >= 0:
+            return int(value)
+        raise ProtocolError("invalid_message", f"{field} must be a non-negative integer")
+    return value
+
+
+def _project_exists(project_id: str) -> bool:
+    from runs.models import Project
+
+    return Project.objects.filter(pk=project_id).exists()

@@ -1,0 +1,507 @@
+"""The per-process fan-out hub: one channel-layer message per event per server process.
+
+The textbook Channels pattern (a group per socket, `group_send`, `send_json` per socket) costs a
+layer message and a JSON encode per socket and, with channels-redis, drops silently when a
+channel is over capacity. Here every server process runs one hub per event loop; the hub
+listens on one layer channel in the group `GROUP`, receives each event once (already encoded
+by the bus), and offers it to its local sockets, indexed by project, in-process.
+
+Ordering and loss: each event carries `prev`, the id of the event committed just before it
+(the bus computes it under the log lock). The hub delivers strictly along that chain. An event
+that arrives ahead of its predecessor waits `WS_GAP_WAIT`; then the hub reads the missing ones
+from the log. Every `WS_GAP_CHECK_INTERVAL` it also compares the log's newest id with the last
+one it delivered, which repairs a lost tail. So a lost or reordered layer message (pub/sub is
+fire-and-forget; the in-memory layer drops past its capacity) costs latency, never an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import weakref
+from collections import Counter
+from typing import Any, Protocol
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models import Max
+
+from . import metrics
+from .bus import LoggedEvent
+from .models import Event
+
+logger = logging.getLogger(__name__)
+
+GROUP = "researchflow.events"
+PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Subscriber(Protocol):
+    """What the hub needs from a socket (the consumer implements it)."""
+
+    user_id: int | None
+    visible_projects: frozenset[str] | None  # None: every project (staff)
+
+    def offer(self, event: LoggedEvent) -> None: ...
+
+    def stats_snapshot(self) -> tuple[bool, frozenset[str]]: ...
+
+    def credential_key(self) -> str | None: ...
+
+    def apply_standing(self, standing: Any, valid_tokens: set[str]) -> None: ...
+
+
+def _db(fn: Any) -> Any:
+    """Run ORM code in a worker thread with a fresh connection (like database_sync_to_async)."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        close_old_connections()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(wrapped, thread_sensitive=False)
+
+
+@_db
+def _log_max_id() -> int:
+    return Event.objects.aggregate(last=Max("id"))["last"] or 0
+
+
+@_db
+def _log_between(after: int, upto: int | None) -> list[LoggedEvent]:
+    rows = Event.objects.filter(id__gt=after).order_by("id")
+    if upto is not None:
+        rows = rows.filter(id__lte=upto)
+    return [LoggedEvent.from_row(row) for row in rows[:10_000]]
+
+
+class Hub:
+    _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+        self.last_id: int | None = None
+        self._by_project: dict[str, set[Subscriber]] = {}
+        self._everything: set[Subscriber] = set()  # staff sockets
+        self._subscribers: set[Subscriber] = set()
+        self._sockets_per_user: Counter[int] = Counter()
+        self._waiting: dict[int, LoggedEvent] = {}  # out-of-order events, keyed by prev id
+        self._repair_scheduled = False
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._ready = asyncio.Event()
+        self._stopping = False
+        # Local tallies flushed to Prometheus once a second: a Counter.inc() per frame would
+        # cost more than the frame's own dispatch.
+        self.delivered = 0
+        self.coalesced = 0
+        self.dropped = 0
+        self.gap_repaired = 0
+        self._flushed = {"delivered": 0, "coalesced": 0}
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop | None = None) -> Hub:
+        loop = loop or asyncio.get_running_loop()
+        hub = cls._hubs.get(loop)
+        if hub is None:
+            hub = cls._hubs[loop] = cls(loop)
+            hub._tasks.append(loop.create_task(hub._start()))
+        return hub
+
+    @classmethod
+    def running(cls) -> list[Hub]:
+        return [hub for loop, hub in list(cls._hubs.items()) if loop.is_running() and not loop.is_closed() and not hub._stopping]
+
+    async def ready(self) -> None:
+        await self._ready.wait()
+
+    async def _start(self) -> None:
+        try:
+            if self.layer is not None:
+                self.channel = await self.layer.new_channel("hub.")
+                await self.layer.group_add(GROUP, self.channel)
+            # Join the group first, then read the log head: anything committed before the
+            # read is older than our baseline, anything after reaches us through the group.
+            self.last_id = await _log_max_id()
+        except Exception:
+            logger.exception("event hub failed to start; retrying from the log every interval")
+            metrics.LAYER_ERRORS.labels(op="start").inc()
+            self.last_id = self.last_id or 0
+        self._ready.set()
+        if self.layer is not None and self.channel is not None:
+            self._tasks.append(self.loop.create_task(self._receive_loop()))
+            self._tasks.append(self.loop.create_task(self._send_loop()))
+        self._tasks.append(self.loop.create_task(self._check_loop()))
+        self._tasks.append(self.loop.create_task(self._reauth_loop()))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.layer is not None and self.channel is not None:
+            with contextlib.suppress(Exception):
+                await self.layer.group_discard(GROUP, self.channel)
+        Hub._hubs.pop(self.loop, None)
+
+    # --- sockets -------------------------------------------------------------------------
+
+    def add(self, sub: Subscriber) -> None:
+        self._subscribers.add(sub)
+        self._index(sub)
+
+    def remove(self, sub: Subscriber) -> None:
+        self._subscribers.discard(sub)
+        self._unindex(sub)
+
+    def reindex(self, sub: Subscriber) -> None:
+        """Call after a socket's visible projects change (auth, scope, membership change)."""
+        self._unindex(sub)
+        if sub in self._subscribers:
+            self._index(sub)
+
+    def _index(self, sub: Subscriber) -> None:
+        projects = sub.visible_projects
+        if projects is None:
+            self._everything.add(sub)
+        else:
+            for project in projects:
+                self._by_project.setdefault(project, set()).add(sub)
+
+    def _unindex(self, sub: Subscriber) -> None:
+        self._everything.discard(sub)
+        for project in list(self._by_project):
+            subs = self._by_project[project]
+            subs.discard(sub)
+            if not subs:
+                del self._by_project[project]
+
+    def claim_user_slot(self, user_id: int) -> bool:
+        limit = settings.WS_MAX_CONNECTIONS_PER_USER
+        if limit and self._sockets_per_user[user_id] >= limit:
+            return False
+        self._sockets_per_user[user_id] += 1
+        return True
+
+    def release_user_slot(self, user_id: int) -> None:
+        self._sockets_per_user[user_id] -= 1
+        if self._sockets_per_user[user_id] <= 0:
+            del self._sockets_per_user[user_id]
+
+    @property
+    def subscribers(self) -> frozenset[Subscriber]:
+        return frozenset(self._subscribers)
+
+    # --- inbound events ------------------------------------------------------------------
+
+    def accept(self, event: LoggedEvent) -> None:
+        """Take one event from the layer (or the log) and deliver it in chain order."""
+        if self.last_id is None:
+            # Not started yet: nothing is connected that could want it live.
+            return
+        if event.id <= self.last_id:
+            return  # a duplicate: already delivered (e.g. repaired from the log first)
+        if event.prev_id is None or event.prev_id <= self.last_id:
+            self._deliver(event)
+            while self.last_id in self._waiting:
+                self._deliver(self._waiting.pop(self.last_id))
+            return
+        self._waiting[event.prev_id] = event
+        if not self._repair_scheduled:
+            self._repair_scheduled = True
+            self.loop.call_later(settings.WS_GAP_WAIT, self._schedule_repair)
+
+    def _deliver(self, event: LoggedEvent) -> None:
+        self.last_id = event.id
+        subs = self._by_project.get(event.project_id)
+        if subs:
+            for sub in tuple(subs):
+                sub.offer(event)
+        if self._everything:
+            for sub in tuple(self._everything):
+                sub.offer(event)
+
+    def _schedule_repair(self) -> None:
+        self._repair_scheduled = False
+        if self._waiting and not self._stopping:
+            task = self.loop.create_task(self._repair(max(e.id for e in self._waiting.values())))
+            self._tasks.append(task)
+            task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+
+    async def _repair(self, upto: int | None) -> None:
+        """Read what the layer lost from the log and deliver it, in order."""
+        if self.last_id is None:
+            return
+        start = self.last_id
+        try:
+            missing = await _log_between(start, upto)
+        except Exception:
+            logger.exception("event hub could not read the log to repair a gap")
+            metrics.LAYER_ERRORS.labels(op="repair").inc()
+            return
+        repaired = 0
+        for event in missing:
+            if self.last_id is not None and event.id > self.last_id:
+                self._deliver(event)
+                repaired += 1
+        # Whatever was waiting is now either delivered (from the log) or next in line.
+        for prev in sorted(self._waiting):
+            event = self._waiting.pop(prev)
+            if self.last_id is not None and event.id > self.last_id:
+                self._deliver(event)
+        if repaired:
+            self.gap_repaired += repaired
+            metrics.GAPS_REPAIRED.inc(repaired)
+            logger.info("event hub repaired %d event(s) from the log after id %d", repaired, start)
+
+    async def _receive_loop(self) -> None:
+        assert self.layer is not None and self.channel is not None
+        while not self._stopping:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.LAYER_ERRORS.labels(op="receive").inc()
+                logger.exception("event hub: channel layer receive failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            if message.get("type") == "rf.event":
+                try:
+                    self.accept(LoggedEvent.from_message(message))
+                except Exception:
+                    logger.exception("event hub: bad layer message dropped (repaired from log)")
+
+    async def _send_loop(self) -> None:
+        """Publish committed events to the layer, one at a time, in commit order."""
+        assert self.layer is not None
+        while True:
+            message = await self._outbox.get()
+            try:
+                await self.layer.group_send(GROUP, message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Every hub (ours included) repairs the gap from the log within an interval.
+                metrics.LAYER_ERRORS.labels(op="send").inc()
+                logger.exception("event hub: group_send failed; hubs will repair from the log")
+
+    async def _check_loop(self) -> None:
+        """The safety net: compare the log head with what we delivered; flush metrics."""
+        interval = settings.WS_GAP_CHECK_INTERVAL
+        while True:
+            await asyncio.sleep(interval)
+            self._flush_metrics()
+            if not self._subscribers or self.last_id is None:
+                # No socket to serve: just follow the head so a later socket starts fresh.
+                with contextlib.suppress(Exception):
+                    self.last_id = max(self.last_id or 0, await _log_max_id())
+                continue
+            try:
+                head = await _log_max_id()
+                if head > self.last_id:
+                    seen = self.last_id
+                    await asyncio.sleep(settings.WS_GAP_WAIT)
+                    if self.last_id == seen:  # nothing arrived meanwhile: the tail was lost
+                        await self._repair(head)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.LAYER_ERRORS.labels(op="check").inc()
+                logger.exception("event hub: log check failed")
+
+    async def _reauth_loop(self) -> None:
+        """Re-read every socket user's standing in one batch: a removed member, a deactivated
+        user or a revoked token stops receiving within one interval."""
+        from . import access
+
+        recheck = _db(access.recheck)
+        while True:
+            await asyncio.sleep(settings.WS_REAUTH_INTERVAL)
+            subs = [s for s in tuple(self._subscribers) if s.user_id is not None]
+            if not subs:
+                continue
+            try:
+                standing, valid = await recheck(
+                    {s.user_id for s in subs}, {k for s in subs if (k := s.credential_key())}
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("event hub: credential re-check failed; will retry")
+                continue
+            for sub in subs:
+                if sub in self._subscribers and sub.user_id is not None:
+                    sub.apply_standing(standing.get(sub.user_id), valid)
+
+    def _flush_metrics(self) -> None:
+        for name, counter in (("delivered", metrics.DELIVERED), ("coalesced", metrics.COALESCED)):
+            value = getattr(self, name)
+            delta = value - self._flushed[name]
+            if delta:
+                counter.inc(delta)
+                self._flushed[name] = value
+
+    # --- outbound (from the bus, on commit) ----------------------------------------------
+
+    def enqueue_publish(self, message: dict[str, Any]) -> None:
+        """Called on this hub's loop thread: publish to the layer in order."""
+        if self.layer is None:
+            return
+        self._outbox.put_nowait(message)
+
+    # --- stats ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        by_type: Counter[str] = Counter()
+        by_category: Counter[str] = Counter()
+        authenticated = 0
+        for sub in tuple(self._subscribers):
+            is_auth, subscriptions = sub.stats_snapshot()
+            authenticated += is_auth
+            for name in subscriptions:
+                (by_category if name.isupper() else by_type)[name] += 1
+        return {
+            "connections": {"total": len(self._subscribers), "authenticated": authenticated},
+            "subscriptions": {"byType": dict(by_type), "byCategory": dict(by_category)},
+            "messages": {
+                "sent": self.delivered,
+                "coalesced": self.coalesced,
+                "dropped": self.dropped,
+            },
+            "lastEventId": self.last_id,
+            "gapEventsRepaired": self.gap_repaired,
+        }
+
+
+def hand_off(record: LoggedEvent) -> None:
+    """From the bus, on commit (any thread): get the event to every process's hub.
+
+    In a server process the event goes out through the hub's own loop, which owns the layer's
+    connections, in commit order. Elsewhere (a management command, the demo runner in its
+    own process) it goes through a private sender thread, and only when a shared (Redis)
+    layer exists: the in-memory layer has no listener outside this process.
+    """
+    message = record.to_message()
+    hubs = Hub.running()
+    if hubs:
+        # One sender is enough: every hub, this one included, hears the group.
+        _call_in_loop(hubs[0].loop, hubs[0].enqueue_publish, message)
+        return
+    if settings.REDIS_URL:
+        _background_sender().submit(message)
+
+
+def _call_in_loop(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        fn(*args)
+    else:
+        loop.call_soon_threadsafe(fn, *args)
+
+
+class _BackgroundSender:
+    """A thread with its own loop, for publishing from code that has no server loop."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._queue: asyncio.Queue[dict[str, Any]] | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        self._pending = 0
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._queue = asyncio.Queue()
+        self._loop.call_soon(self._started.set)
+        self._loop.run_until_complete(self._drain())
+
+    async def _drain(self) -> None:
+        assert self._queue is not None
+        layer = get_channel_layer()
+        while True:
+            message = await self._queue.get()
+            try:
+                if layer is not None:
+                    await layer.group_send(GROUP, message)
+            except Exception:
+                metrics.LAYER_ERRORS.labels(op="send").inc()
+                logger.exception("background event sender: group_send failed (hubs will repair)")
+            finally:
+                self._queue.task_done()
+
+    def submit(self, message: dict[str, Any]) -> None:
+        assert self._queue is not None
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything submitted so far was handed to the layer (for commands)."""
+        assert self._queue is not None
+        future = asyncio.run_coroutine_threadsafe(self._queue.join(), self._loop)
+        with contextlib.suppress(Exception):
+            future.result(timeout)
+
+
+_sender: _BackgroundSender | None = None
+
+
+def _background_sender() -> _BackgroundSender:
+    global _sender
+    if _sender is None:
+        _sender = _BackgroundSender()
+    return _sender
+
+
+def flush_background_sender(timeout: float = 5.0) -> None:
+    if _sender is not None:
+        _sender.flush(timeout)
+
+
+def local_stats() -> dict[str, Any]:
+    """Stats of every hub in this process, summed."""
+    total: dict[str, Any] = {
+        "connections": {"total": 0, "authenticated": 0},
+        "subscriptions": {"byType": Counter(), "byCategory": Counter()},
+        "messages": {"sent": 0, "coalesced": 0, "dropped": 0},
+    }
+    for hub in Hub.running():
+        merge_stats(total, hub.stats())
+    return total
+
+
+def merge_stats(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    for key in ("total", "authenticated"):
+        total["connections"][key] += part["connections"][key]
+    for key in ("byType", "byCategory"):
+        total["subscriptions"][key] = Counter(total["subscriptions"][key]) + Counter(
+            part["subscriptions"][key]
+        )
+    for key in ("sent", "coalesced", "dropped"):
+        total["messages"][key] += part["messages"][key]
+    return total
+
+

@@ -1,0 +1,288 @@
+"""Settings: one module, every knob from the environment (documented in `.env.example`).
+
+A bad value stops start-up with an `ImproperlyConfigured` naming the variable; `manage.py`
+turns that into one line on stderr instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("RESEARCHFLOW_VAR_DIR", BASE_DIR / "var"))
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}: expected true/false, got {raw!r}")
+
+
+def envint(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: expected an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ImproperlyConfigured(f"{name}: expected an integer {bounds}, got {value}")
+    return value
+
+
+def envfloat(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: expected a number, got {raw!r}") from None
+    if value < minimum or value != value:  # NaN is never a sensible setting
+        raise ImproperlyConfigured(f"{name}: expected a number >= {minimum}, got {raw!r}")
+    return value
+
+
+def envlist(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEBUG = envbool("DEBUG", True)
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY: required when DEBUG is off")
+    # Development only: a fixed key so sessions survive restarts of `make run`.
+    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
+
+PORT = envint("PORT", 3001, minimum=1, maximum=65535)
+
+ALLOWED_HOSTS = envlist(
+    "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else []
+)
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(
+            f"CSRF_TRUSTED_ORIGINS: {_origin!r} must start with http:// or https://"
+        )
+
+
+def _database_config() -> dict[str, object]:
+    raw = os.environ.get("DATABASE_URL", "").strip()
+    if not raw:
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        raw = f"sqlite:///{VAR_DIR / 'researchflow.sqlite3'}"
+    scheme = urlsplit(raw).scheme
+    if scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL: unsupported or unparseable URL (scheme {scheme!r}); "
+            "use sqlite:///path or postgres://user:pass@host:port/db"
+        )
+    try:
+        config: dict[str, object] = dict(dj_database_url.parse(raw, conn_max_age=0))
+    except Exception as exc:  # dj-database-url raises several types on garbage
+        raise ImproperlyConfigured(f"DATABASE_URL: cannot parse ({type(exc).__name__})") from None
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # WAL lets the server and a second process (demo runner, a shell) write side by side;
+        # IMMEDIATE transactions take the write lock at BEGIN, which serialises writers so
+        # event-log ids are committed in id order (the resume guarantee) and avoids the
+        # "database is locked" upgrade failure of deferred transactions.
+        config["OPTIONS"] = {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
+            ),
+        }
+        if config.get("NAME") in ("", ":memory:"):
+            raise ImproperlyConfigured("DATABASE_URL: an in-memory SQLite database cannot be shared")
+    else:
+        config["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 60)
+        config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+DATABASES = {"default": _database_config()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def _channel_layers() -> dict[str, dict[str, object]]:
+    raw = os.environ.get("REDIS_URL", "").strip()
+    if not raw:
+        # One process: the in-memory layer. Only the per-process event hub listens on it
+        # (never one channel per socket), so its O(channels) receive scan stays cheap.
+        return {
+            "default": {
+                "BACKEND": "channels.layers.InMemoryChannelLayer",
+                "CONFIG": {"capacity": 10_000, "expiry": 60},
+            }
+        }
+    parts = urlsplit(raw)
+    if parts.scheme not in {"redis", "rediss", "unix"} or not (parts.hostname or parts.path):
+        raise ImproperlyConfigured(
+            f"REDIS_URL: unsupported or unparseable URL (scheme {parts.scheme!r}); "
+            "use redis://host:port/db"
+        )
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ImproperlyConfigured("REDIS_URL: the port is not a number") from None
+    # The pub/sub layer: one PUBLISH per event, each server process's hub SUBSCRIBEs once.
+    # Fire-and-forget is fine here because the hub repairs any gap from the event log.
+    return {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [raw], "prefix": os.environ.get("REDIS_PREFIX", "researchflow")},
+        }
+    }
+
+
+REDIS_URL = os.environ.get("REDIS_URL", "").strip() or None
+CHANNEL_LAYERS = _channel_layers()
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "events",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "researchflow.urls"
+ASGI_APPLICATION = "researchflow.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+# In DEBUG, WhiteNoise serves straight from the finders; production runs collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+
+SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_PROXY", False) else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "EXCEPTION_HANDLER": "runs.api.exceptions.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ResearchFlow events API",
+    "DESCRIPTION": "Runs, stages, artifacts, approvals and their event log. "
+    "The WebSocket protocol is described by the AsyncAPI document at /api/asyncapi.json.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Event system --------------------------------------------------------------------------
+EVENT_RETENTION_DAYS = envint("EVENT_RETENTION_DAYS", 7, minimum=1)
+# Maximum events one resume replays from the log before answering `resync.required`.
+WS_RESUME_MAX_EVENTS = envint("WS_RESUME_MAX_EVENTS", 10_000, minimum=1)
+WS_AUTH_TIMEOUT = envfloat("WS_AUTH_TIMEOUT", 10.0, minimum=0.01)
+WS_HEARTBEAT_TIMEOUT = envfloat("WS_HEARTBEAT_TIMEOUT", 60.0, minimum=0.01)
+WS_MAX_CONNECTIONS_PER_USER = envint("WS_MAX_CONNECTIONS_PER_USER", 100)
+WS_RATE_LIMIT = envfloat("WS_RATE_LIMIT", 20.0, minimum=0.01)
+WS_RATE_BURST = envint("WS_RATE_BURST", 40, minimum=1)
+WS_SEND_QUEUE = envint("WS_SEND_QUEUE", 1000, minimum=1)
+WS_MAX_FRAME_BYTES = 64 * 1024
+# How often a process re-checks the log for events its hub has not received (lost
+# pub/sub messages, a dropped tail), and how long it waits for an out-of-order event.
+WS_GAP_CHECK_INTERVAL = envfloat("WS_GAP_CHECK_INTERVAL", 2.0, minimum=0.05)
+WS_GAP_WAIT = envfloat("WS_GAP_WAIT", 0.2, minimum=0.0)
+# Re-check of socket credentials (member removed, user deactivated, token revoked).
+WS_REAUTH_INTERVAL = envfloat("WS_REAUTH_INTERVAL", 5.0, minimum=0.05)
+WS_SOCKET_TOKEN_MAX_AGE = envint("WS_SOCKET_TOKEN_MAX_AGE", 300, minimum=1)
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "") or None
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}
