@@ -94,6 +94,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
+        # The hub's baseline (the log head) must be set before this socket can expect live events.
+        await self.hub.ready()
         await self.accept()
         metrics.CONNECTS.inc()
         metrics.SOCKETS_OPEN.inc()

@@ -54,3 +54,9 @@ def world(db: Any) -> World:
     services.set_member(project, victor, Role.VIEWER)
     other = services.create_project("Charlie's project", owner=charlie)
     return World(alice, bob, victor, charlie, sam, project, other)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # PBKDF2's 1M iterations cost ~0.25 s per persona; tests don't need the work factor.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

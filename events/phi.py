@@ -1,0 +1,1028 @@
+"""PHI guard, layer 2: a scanner for HIPAA Safe Harbor identifiers in event payloads.
+
+Layer 1 is the schema (``events/schemas.py``): opaque ids, typed timestamps, enums for codes and
+free text only in a few bounded fields. This module is the second, independent layer: every
+string anywhere in a payload - values in nested dicts and lists, and the keys themselves - is
+scanned for identifiers, and a key whose *name* says it carries PHI (``patientName``, ``mrn``)
+is refused whatever its value. See ``docs/phi.md`` for the policy and its known limits.
+
+Design rules:
+
+* A :class:`Finding` names a field path and a category, never the value. A key that is itself
+  flagged, or does not look like a plain identifier, appears in paths as ``<key#N>`` (its
+  position in its object), so that a path can never leak what it refers to.
+* Precision matters as much as recall: ordinary operational messages (``"Processing 450 of
+  1000 rows"``, ``"Model v1.2.3 trained"``, ISO timestamps, checksums, ``run_...`` ids) must
+  pass. Numbers are only identifiers when their shape is unambiguous (``123-45-6789``,
+  ``(617) 555-0101``, a VIN with a valid check digit, a Luhn-valid card) or a context word
+  says what they are (``MRN 123456``, ``DOB 1950-03-02``, ``age 92``).
+* Fast: patterns are compiled once; a string is split into lowercase words once and only the
+  detectors whose trigger words occur are run; plain tokens (``[A-Za-z0-9_]+``) and ISO
+  timestamps take a short path; ints, floats, bools and None are skipped.
+
+Pure Python, standard library only (no Django), so the REST layer, the bus and tests share it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CATEGORIES",
+    "STAFF_IDENTIFIER_FIELDS",
+    "Finding",
+    "scan",
+    "scan_text",
+]
+
+# --------------------------------------------------------------------------------------------
+# Categories
+# --------------------------------------------------------------------------------------------
+
+PERSON_NAME = "PERSON_NAME"
+SSN = "SSN"
+MEDICAL_RECORD_NUMBER = "MEDICAL_RECORD_NUMBER"
+HEALTH_PLAN_NUMBER = "HEALTH_PLAN_NUMBER"
+ACCOUNT_NUMBER = "ACCOUNT_NUMBER"
+LICENSE_NUMBER = "LICENSE_NUMBER"
+CERTIFICATE_NUMBER = "CERTIFICATE_NUMBER"
+PHONE_NUMBER = "PHONE_NUMBER"
+FAX_NUMBER = "FAX_NUMBER"
+EMAIL_ADDRESS = "EMAIL_ADDRESS"
+STREET_ADDRESS = "STREET_ADDRESS"
+ZIP_CODE = "ZIP_CODE"
+DATE_OF_BIRTH = "DATE_OF_BIRTH"  # and every other date tied to a person: admission, discharge...
+AGE_OVER_89 = "AGE_OVER_89"
+URL = "URL"
+IP_ADDRESS = "IP_ADDRESS"
+DEVICE_IDENTIFIER = "DEVICE_IDENTIFIER"
+VEHICLE_IDENTIFIER = "VEHICLE_IDENTIFIER"
+BIOMETRIC_IDENTIFIER = "BIOMETRIC_IDENTIFIER"
+HEALTH_INFORMATION = "HEALTH_INFORMATION"  # a statement about one individual's health
+PHI_FIELD_NAME = "PHI_FIELD_NAME"  # a dict key such as "patientName", "mrn", "dob"
+
+CATEGORIES: frozenset[str] = frozenset(
+    {
+        PERSON_NAME,
+        SSN,
+        MEDICAL_RECORD_NUMBER,
+        HEALTH_PLAN_NUMBER,
+        ACCOUNT_NUMBER,
+        LICENSE_NUMBER,
+        CERTIFICATE_NUMBER,
+        PHONE_NUMBER,
+        FAX_NUMBER,
+        EMAIL_ADDRESS,
+        STREET_ADDRESS,
+        ZIP_CODE,
+        DATE_OF_BIRTH,
+        AGE_OVER_89,
+        URL,
+        IP_ADDRESS,
+        DEVICE_IDENTIFIER,
+        VEHICLE_IDENTIFIER,
+        BIOMETRIC_IDENTIFIER,
+        HEALTH_INFORMATION,
+        PHI_FIELD_NAME,
+    }
+)
+
+# Top-level fields that hold staff identifiers (usernames, which Django allows to be emails).
+# Only EMAIL_ADDRESS is waived there; every other detector still applies.
+STAFF_IDENTIFIER_FIELDS: frozenset[str] = frozenset(
+    {"assignedTo", "decidedBy", "createdBy", "userId"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One identifier found: where (a field path) and what kind. Never the value itself."""
+
+    path: str
+    category: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.category}"
+
+
+# --------------------------------------------------------------------------------------------
+# Word lists
+# --------------------------------------------------------------------------------------------
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Common given names and surnames. Used only where a context already hints at a person
+# ("Patient John ...", "John Doe, 45") or for a first+last pair ("John Smith"). Words that are
+# also ordinary vocabulary in pipeline messages (Will, Mark, Max, Grace, Ray, Long, Price,
+# Ward, King, Hill, ...) are deliberately left out.
+_FIRST_NAMES: frozenset[str] = _words(
+    """
+    aaron abigail adam adrian ahmed aisha alan albert alejandro alex alexander alexandra alexis
+    alice alicia allison amanda amelia amir amy ana andrea andrew angela anita ann anna anne
+    annie anthony antonio arthur ashley aurora barbara benjamin betty beverly bobby brandon
+    brenda brian brittany bruce bryan camila carl carlos carmen carol caroline carolyn catherine
+    charles charlotte cheryl chloe christian christina christine christopher cynthia daniel
+    danielle david deborah debra denise dennis diana diane donald donna doris dorothy douglas
+    dylan edward elena elijah elizabeth ella ellen emily emma eric ethan eugene evelyn fatima
+    frances francisco frank gabriel gary george gerald gloria gregory hannah harold harry heather
+    helen henry hiroshi isabella ivan jacob jacqueline james jamie jane janet janice jason jean
+    jeffrey jennifer jeremy jerry jesse jessica joan joe john johnny jonathan jordan jorge jose
+    joseph joshua joyce juan judith judy julia julie justin karen katherine kathleen kathryn
+    kayla keith kelly kenneth kevin kimberly kyle larry laura lauren lawrence leah linda lisa
+    logan lucas luis madison manuel margaret maria marie marilyn martha mary matthew megan
+    melissa michael michelle miguel mohammed muhammad nancy natalie nathan nicholas nicole noah
+    olga olivia pamela patricia patrick paul pedro peter philip priya rachel rahul raj ralph
+    randy raymond rebecca richard robert roger ronald roy ruth ryan samantha samuel sandra sara
+    sarah scott sean sharon shirley sofia sophia stephanie stephen steven susan teresa theresa
+    thomas timothy tyler victoria vincent virginia walter wayne wei william yuki zachary
+    """
+)
+_SURNAMES: frozenset[str] = _words(
+    """
+    adams ahmed ali allen alvarez anderson bailey baker bennett brown campbell carter castillo
+    chen clark collins cooper cruz davis diaz doe edwards evans fischer flores foster garcia
+    gomez gonzalez gupta hall harris hernandez howard hughes jackson jenkins jimenez johnson
+    jones kaur khan kim kowalski kumar lee lewis lopez martin martinez mendoza miller mitchell
+    moore morales morgan morris murphy myers nelson nguyen obrien ortiz parker patel perez
+    perry peterson phillips ramirez ramos reyes richardson rivera roberts robinson rodriguez
+    roe rogers ross ruiz sanchez sanders schmidt shah singh smith stewart sullivan taylor
+    thompson torres tran turner walker wang watson williams wilson wright wu yamamoto zhang
+    """
+)
+# Capitalised words that commonly follow "patient", "subject", "name:" in pipeline text and
+# are not names ("Patient Data", "subject Matching", "name: Cohort A").
+_COMMON_WORDS: frozenset[str] = _words(
+    """
+    a all an and any access acuity age ages alpha analysis analyses analytics approval approvals
+    arm arms artifact artifacts attributes baseline batch batches beta billing bmi care category
+    categories census characteristics claim claims class classes cleaning cleanup cohort cohorts
+    column columns consent consents cost costs count counts criteria daily dashboard data day
+    days dedup deduplication deidentified delta demographics detail details diagnoses diagnosis
+    each education eligibility encounter encounters engagement enrollment enrolment ethics
+    ethnicity event events every exclusion experience export exports extraction feature
+    features field fields file files filter filtering filters flow follow followup form forms
+    fwd gamma gender governance group groups hash hashes health height history holdout id ids
+    identifier identifiers identity import imports inclusion index info information ingestion
+    join key keys lab label labels labs level linkage linking list lists lookup masked match
+    matching mapping medication medications merge mix model models monitoring monthly name
+    names no none normalization normalisation not note notes notice null number numbers
+    outcome outcomes outreach panel pending phase pipeline population portal privacy
+    procedure procedures profile profiles protocol pseudonymized pseudonymised questionnaire
+    race record records redacted registry report reports request requests required resolution
+    review reviews risk row rows run runs safety sample samples sampling satisfaction
+    scheduler score scores screening search selection set sets sex site sites source sources
+    split stage status step steps stratification studies study summaries summary survey
+    surveys sync table tables task tasks test testing tests the throughput timeline tracker
+    tracking train training trial trials type types unknown update updates validation visit
+    visits vitals volume volumes weekly weight weighting weights anonymous action actions re
+    level selection
+    """
+)
+# Nouns that, before "name:", say the name is a thing's ("Stage name: Data Ingestion").
+_THING_NOUNS: frozenset[str] = _words(
+    """
+    run stage artifact file model project dataset column field table job task experiment
+    pipeline step user display host node bucket queue branch tag feature cohort report sheet
+    schema index container image service metric parameter param variable var attribute key
+    package module class function org organisation organization site study protocol group team
+    role event type kind database db cluster worker topic channel workflow template
+    """
+)
+# Words before "fingerprint"/"thumbprint" that make it a data or key checksum, not biometrics.
+_NON_BIOMETRIC_PREFIX: frozenset[str] = _words(
+    """
+    dataset data file model schema cache config build artifact content checksum ssh tls key
+    certificate cert pgp gpg browser git commit table column row sha md sha1 sha256 md5 code
+    package image container docker
+    """
+)
+
+_US_STATE_CODES: frozenset[str] = _words(
+    """
+    AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ
+    NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI AS MP
+    """
+)
+# Two-letter codes that are also common words or abbreviations ("ID 12345", "IN 2026"): only
+# a ZIP code when written "City, ST 12345".
+_AMBIGUOUS_STATE_CODES: frozenset[str] = frozenset({"ID", "IN", "OR", "ME", "OK", "HI", "DE", "AS"})
+_US_STATE_NAMES: frozenset[str] = _words(
+    """
+    alabama alaska arizona arkansas california colorado connecticut delaware florida georgia
+    hawaii idaho illinois indiana iowa kansas kentucky louisiana maine maryland massachusetts
+    michigan minnesota mississippi missouri montana nebraska nevada ohio oklahoma oregon
+    pennsylvania tennessee texas utah vermont virginia washington wisconsin wyoming
+    """
+) | frozenset(
+    {
+        "new hampshire",
+        "new jersey",
+        "new mexico",
+        "new york",
+        "north carolina",
+        "north dakota",
+        "rhode island",
+        "south carolina",
+        "south dakota",
+        "west virginia",
+        "district of columbia",
+        "puerto rico",
+    }
+)
+
+# --------------------------------------------------------------------------------------------
+# Trigger words: which detectors a string's lowercase words make worth running
+# --------------------------------------------------------------------------------------------
+
+_B_NAME = 1 << 0
+_B_HEALTH = 1 << 1
+_B_SSN = 1 << 2
+_B_MRN = 1 << 3
+_B_PLAN = 1 << 4
+_B_ACCOUNT = 1 << 5
+_B_LICENSE = 1 << 6
+_B_CERT = 1 << 7
+_B_PHONE = 1 << 8
+_B_FAX = 1 << 9
+_B_ZIP = 1 << 10
+_B_ADDRESS = 1 << 11
+_B_DATE = 1 << 12
+_B_AGE = 1 << 13
+_B_DEVICE = 1 << 14
+_B_VEHICLE = 1 << 15
+_B_BIOMETRIC = 1 << 16
+# Detectors that can fire on a string without any digit.
+_B_NO_DIGIT_NEEDED = _B_NAME | _B_HEALTH
+
+
+def _triggers() -> dict[str, int]:
+    table: dict[str, int] = {}
+
+    def add(bit: int, words: str) -> None:
+        for word in words.split():
+            table[word] = table.get(word, 0) | bit
+
+    add(
+        _B_NAME,
+        "mr mrs ms mx dr prof patient pt subject participant resident decedent beneficiary "
+        "enrollee mother father spouse wife husband son daughter brother sister guardian sibling "
+        "kin nok name named surname aka alias",
+    )
+    for word in _FIRST_NAMES | _SURNAMES:
+        add(_B_NAME, word)
+    add(_B_HEALTH, "patient pt subject participant")
+    add(_B_SSN, "ssn ss social soc ssa")
+    add(_B_MRN, "mrn medical med medrec hospital emr ehr chart record patient pt mr")
+    add(
+        _B_PLAN,
+        "member subscriber health plan beneficiary insurance policy medicare medicaid mbi hicn "
+        "group payer",
+    )
+    add(_B_ACCOUNT, "account acct iban routing credit card")
+    add(_B_LICENSE, "license licence dl dea npi state passport")
+    add(_B_CERT, "certificate cert")
+    add(_B_PHONE, "phone telephone tel cell cellphone mobile ph contact call pager beeper")
+    add(_B_FAX, "fax facsimile telefax")
+    add(_B_ZIP, "zip zipcode postal postcode post")
+    add(
+        _B_ADDRESS,
+        "street st avenue ave av road rd boulevard blvd lane ln drive dr court ct place pl "
+        "terrace ter way parkway pkwy highway hwy circle cir plaza pike turnpike box",
+    )
+    add(
+        _B_DATE,
+        "dob d birth birthdate birthday born death died deceased dod admitted admission admit "
+        "discharged discharge",
+    )
+    add(_B_AGE, "age aged yo y year years yr yrs old")
+    add(
+        _B_DEVICE,
+        "serial sn s device imei meid esn udi implant pacemaker pump monitor aid cgm "
+        "defibrillator icd mac hardware",
+    )
+    add(_B_VEHICLE, "vin plate vehicle registration")
+    add(
+        _B_BIOMETRIC,
+        "fingerprint finger thumbprint thumb palm palmprint voiceprint voice faceprint face "
+        "facial retina retinal iris biometric biometrics gait dna genetic",
+    )
+    return table
+
+
+_TRIGGERS: dict[str, int] = _triggers()
+
+# --------------------------------------------------------------------------------------------
+# Patterns (compiled once)
+# --------------------------------------------------------------------------------------------
+
+_WORD_RE = re.compile(r"[a-z]+")
+_DIGIT_RE = re.compile(r"\d")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_]+")
+_ISO_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?Z?")
+_GLUED_RE = re.compile(r"(?i)(mrn|ssn|dob|npi|dea|mbi|imei|vin|acct)_?(?=[A-Za-z0-9]*\d{4})")
+_GLUED_CATEGORY: dict[str, str] = {
+    "mrn": MEDICAL_RECORD_NUMBER,
+    "ssn": SSN,
+    "dob": DATE_OF_BIRTH,
+    "npi": LICENSE_NUMBER,
+    "dea": LICENSE_NUMBER,
+    "mbi": HEALTH_PLAN_NUMBER,
+    "imei": DEVICE_IDENTIFIER,
+    "vin": VEHICLE_IDENTIFIER,
+    "acct": ACCOUNT_NUMBER,
+}
+
+_EMAIL_RE = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+"
+    r"[A-Za-z]{2,24}(?![\w-])"
+)
+_URL_RE = re.compile(
+    r"(?i)(?<![\w.-])(?:(?:https?|ftp|sftp|wss?)://[^\s<>\"']{2,}|www\.[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+)"
+)
+
+# Context-free numeric shapes.
+_SSN_SHAPE_RE = re.compile(r"(?<![\w.-])(\d{3})([- .])(\d{2})\2(\d{4})(?![\w-]|\.\d)")
+_PHONE_US_RE = re.compile(
+    r"(?<![\w+.-])(?:\+?1[\s.-]?)?(?:\(\d{3}\)[\s.-]?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w-]|\.\d)"
+)
+_PHONE_INTL_RE = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[\s.-]?\(?\d{1,5}\)?){2,5}(?![\w-]|\.\d)")
+_ZIP4_RE = re.compile(r"(?<![\w-])\d{5}-\d{4}(?![\w-]|\.\d)")
+_FIVE_DIGITS_RE = re.compile(r"(?<![\w-])\d{5}(?:-\d{4})?(?![\w-]|\.\d)")
+_STATE_BEFORE_RE = re.compile(
+    r"(?:(?P<comma>,\s*)(?P<code_c>[A-Z]{2})|(?<![\w-])(?P<code>[A-Z]{2})"
+    r"|(?P<name>\b[A-Z][a-z]+(?:\s+(?:of\s+)?[A-Z][a-z]+)?)),?\s+$"
+)
+_CARD_RE = re.compile(
+    r"(?<![\w-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{5})(?![\w-])"
+)
+_IPV4_RE = re.compile(r"(?<![\w.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\w-]|\.\d)")
+_IPV6_CANDIDATE_RE = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
+    r"(?![\w:])"
+)
+_MAC_RE = re.compile(
+    r"(?<![\w:-])[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}(?![\w:-])"
+)
+_VIN_RE = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NPR-Z0-9]{17}(?![A-Za-z0-9])")
+_UDI_GS1_RE = re.compile(r"\(01\)\d{14}")
+
+# Context + identifier. An identifier token holds at least one digit (checked after matching).
+_ID = r"([A-Za-z0-9](?:[A-Za-z0-9]|[-/.](?=[A-Za-z0-9])){2,40})"
+_NUMWORD = r"(?:number|num|nbr|no\.?|#|id|identifier)"
+# Optional connectors between a context word and the identifier: "MRN: A-99812",
+# "medical record #4411", "member ID is XYZ123", "policy no. 12-345".
+_CONN = r"(?:\s*" + _NUMWORD + r"(?![a-z])){0,2}\s*(?:[:#=]\s*)?(?:(?:is|was|of)\s+)?#?\s*"
+_UNIT_SUFFIX_RE = re.compile(
+    r"\d(?:[-.]?(?:bit|bits|bytes?|[kmgt]i?b|ms|s|sec|secs|min|mins|h|hrs?|px|k|m|x|d))$", re.I
+)
+
+
+def _ctx(keywords: str) -> re.Pattern[str]:
+    return re.compile(r"(?i)(?<![\w.])(?:" + keywords + r")(?![a-z])" + _CONN + _ID)
+
+
+_MRN_RE = _ctx(
+    r"mrn|m\.r\.n\.?|medical\s+records?(?:\s+" + _NUMWORD + r")?|med\.?\s*rec(?:ord)?|medrec"
+    r"|hospital\s+" + _NUMWORD + r"|(?:emr|ehr)\s+id|chart\s+" + _NUMWORD + r"|record\s+"
+    r"(?:number|no\.?|#)|patient\s+" + _NUMWORD + r"|pt\.?\s*" + _NUMWORD + r"|mr\s*#"
+)
+_PLAN_RE = _ctx(
+    r"(?:member|subscriber|beneficiary|enrollee|payer)\s*" + _NUMWORD + r"|health\s*plan"
+    r"(?:\s+(?:beneficiary|member|subscriber))?(?:\s+"
+    + _NUMWORD
+    + r")?|insurance\s*(?:"
+    + _NUMWORD
+    + r"|policy(?:\s+"
+    + _NUMWORD
+    + r")?)|policy\s*(?:number|no\.?|#|id)|medicare(?:\s+(?:"
+    + _NUMWORD
+    + r"|beneficiary\s+identifier))?|medicaid(?:\s+"
+    + _NUMWORD
+    + r")?|mbi|hicn|group\s+(?:number|no\.?|#)|plan\s+(?:member\s+)?(?:id|number|no\.?|#)"
+)
+_ACCOUNT_RE = _ctx(
+    r"(?:(?:bank|billing|checking|savings|patient|hospital|financial)\s+)?account(?:\s+"
+    + _NUMWORD
+    + r")?|acct\.?|a/c|iban|routing\s+(?:number|no\.?|#)|(?:credit|debit)\s+card(?:\s+"
+    + _NUMWORD
+    + r")?|card\s+(?:number|no\.?|#)"
+)
+_LICENSE_RE = _ctx(
+    r"(?:(?:driver'?s?|driving|medical|nursing|state|professional|pharmacy|physician|"
+    r"dental|business)\s+)?licen[cs]e(?!\s+plate)(?:\s+" + _NUMWORD + r")?"
+    r"|dl\s*(?:number|no\.?|#)|dea(?:\s+(?:"
+    + _NUMWORD
+    + r"|registration))?|npi(?:\s+"
+    + _NUMWORD
+    + r")?|state\s+id(?:\s+"
+    + _NUMWORD
+    + r")?|passport(?:\s+"
+    + _NUMWORD
+    + r")?"
+)
+_CERT_RE = _ctx(
+    r"(?:(?:birth|death|marriage|medical|vaccination|immunization)\s+)?certificate(?:\s+"
+    + _NUMWORD
+    + r")?|cert\.?(?:\s+"
+    + _NUMWORD
+    + r")?"
+)
+_DEVICE_RE = _ctx(
+    r"serial(?:\s+" + _NUMWORD + r")?|s/n|sn(?=\s*[:#])|device\s*(?:id|identifier|serial|sn|uid|"
+    r"number|no\.?)(?:\s+" + _NUMWORD + r")?|imei|meid|esn(?=\s*[:#])|udi(?:\s*(?:di|pi))?"
+    r"|(?:implant|pacemaker|pump|monitor|hearing\s+aid|cgm|defibrillator|icd)\s+(?:id|serial|sn"
+    r"|s/n|uid)(?:\s+" + _NUMWORD + r")?|hardware\s+id"
+)
+_BIOMETRIC_RE = re.compile(
+    r"(?i)(?<![\w.])(?:finger\s*print|thumb\s*print|palm\s*print|voice\s*print|face\s*print"
+    r"|retina(?:l)?\s+(?:scan|id|template|code|image)|iris\s+(?:scan|code|template|id)"
+    r"|biometrics?|facial\s+(?:template|geometry|scan)|gait\s+signature"
+    r"|dna\s+(?:profile|sample)|genetic\s+profile)(?![a-z])"
+    r"(?:\s*(?:id|identifier|template|hash|scan|code|no\.?|number|ref|record|sample|#)(?![a-z])){0,2}"
+    r"\s*(?:[:#=]\s*)?" + _ID
+)
+_VIN_CTX_RE = re.compile(
+    r"(?i)(?<![\w.])vin(?:\s+(?:number|no\.?|#))?\s*[:#=]?\s*([A-HJ-NPR-Z0-9]{17})(?![A-Za-z0-9])"
+)
+_PLATE_RE = re.compile(
+    r"(?i)(?<![\w.])(?:(?:licen[cs]e|number|registration|reg\.?|vehicle|car|tag)\s+plate"
+    r"(?:\s+" + _NUMWORD + r")?|plate\s*(?:number|no\.?|#)|vehicle\s+(?:id|registration)"
+    r"(?:\s+" + _NUMWORD + r")?)(?![a-z])\s*(?:[:#=]\s*)?(?:(?:is|was)\s+)?"
+    r"([A-Z0-9]{1,4}(?:[- ][A-Z0-9]{1,5})?)(?![A-Za-z0-9])"
+)
+_SSN_CTX_RE = re.compile(
+    r"(?i)(?<![\w.])(?:ssn|ss\s*#|ss\s+no\.?|social\s+security(?:\s+" + _NUMWORD + r")?"
+    r"|soc\.?\s*sec\.?(?:\s+"
+    + _NUMWORD
+    + r")?|ssa\s+"
+    + _NUMWORD
+    + r")(?![a-z])"
+    + _CONN
+    + r"(\d{3})[-\s.]?(\d{2})[-\s.]?(\d{4})(?![\w-])"
+)
+_PHONE_VALUE = r"(\+?\(?\d[\d\s().-]{5,18}\d)(?![\w-])"
+_PHONE_CTX_RE = re.compile(
+    r"(?i)(?<![\w.])(?:phone|telephone|tel|cell|cellphone|mobile|ph|pager|beeper"
+    r"|contact\s+(?:number|no\.?|#)|call(?:\s+(?:back|me))?(?:\s+at)?)(?![a-z])"
+    + _CONN
+    + _PHONE_VALUE
+)
+_FAX_CTX_RE = re.compile(
+    r"(?i)(?<![\w.])(?:fax|facsimile|telefax)(?![a-z])(?:\s+(?:machine|line))?"
+    + _CONN
+    + _PHONE_VALUE
+)
+_ZIP_CTX_RE = re.compile(
+    r"(?i)(?<![\w.])(?:zip|zipcode|zip\s+code|postal\s+code|postcode|post\s+code)(?![a-z])"
+    + _CONN
+    + r"(\d{5}(?:-\d{4})?|\d{3}(?=\*\*|xx))(?![\d-])"
+)
+_STREET_SUFFIX = (
+    r"(?:Street|St|Avenue|Ave|Av|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl"
+    r"|Terrace|Ter|Way|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Plaza|Pike|Turnpike)"
+)
+_STREET_RE = re.compile(
+    r"(?<![\w.,/-])\d{1,6}[A-Za-z]?\s+(?:(?:[NSEW]|North|South|East|West)\.?\s+)?"
+    r"(?:(?:[A-Z][A-Za-z'.-]{0,24}|\d{1,3}(?:st|nd|rd|th))\s+){1,4}" + _STREET_SUFFIX + r"\b"
+)
+_PO_BOX_RE = re.compile(r"(?i)(?<![\w.])p\.?\s?o\.?\s*box\s+\d{1,6}\b")
+
+# Dates tied to a person.
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_DATE = (
+    r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})"
+    r"|" + _MONTH + r"\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}"
+    r"|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?" + _MONTH + r",?\s+\d{4}"
+    r"|" + _MONTH + r",?\s+\d{4}|\d{4}[-/]\d{1,2})(?![\d/-])"
+)
+_DATE_CTX_RE = re.compile(
+    r"(?i)(?<![\w.])(?:d\.?o\.?b\.?|date\s+of\s+birth|birth\s*date|birthday|born"
+    r"|date\s+of\s+death|death\s+date|d\.?o\.?d\.?|died|deceased|death|admitted|admission|admit"
+    r"|date\s+of\s+admission|discharged|discharge|date\s+of\s+discharge)(?![a-z])"
+    r"(?:\s*[:=#,-]\s*|\s+)(?:(?:on|date|dt|was|is|of|at|in|to|the|a|icu|er|ed|hospital|ward"
+    r"|unit|home|from|d)(?![a-z])[\s:.=#,-]*){0,3}" + _DATE
+)
+_AGE_AFTER_RE = re.compile(
+    r"(?i)(?<![\w.])(?:age|aged)\s*(?:[:=]\s*|(?:of|is|was)\s+)?(\d{2,3})(?:\.\d+)?(?![\d.]?\d)"
+    r"(?!\s*(?:\+|-|\u2013|to\b|and\b|or\b|through\b|%|plus\b|years?\s+(?:and|or)\s+(?:older|over)))"
+)
+_AGE_BEFORE_RE = re.compile(
+    r"(?i)(?<![\w.\-\u2013/+])(\d{2,3})\s*-?\s*(?:years?|yrs?|yo|y/o|y\.o\.?)(?:\s*-?\s*old)?"
+    r"(?:\s+of\s+age)?(?![a-z])(?!\s*(?:and|or)\s+(?:older|over|above))"
+)
+_AGE_NEGATING_BEFORE_RE = re.compile(
+    r"(?i)(?:over|above|under|below|than|least|most|>|<|≥|≤|>=|<=|\+)\s*$"
+)
+
+# Person names in context. A name word: capitalised, letters ("Doe", "O'Brien", "Smith-Jones").
+_CAP = r"[A-Z][a-z]+(?:['\u2019-][A-Z]?[a-z]+)?"
+_TITLE_RE = re.compile(
+    r"(?<![\w.])(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|MR|MRS|MS|DR|PROF)\.|(?:Mr|Mrs|Ms|Mx|Dr|Prof))"
+    r"\s+(?:[A-Z]\.\s*)?" + _CAP + r"\b"
+)
+_PERSON_CTX_RE = re.compile(
+    r"(?<![\w.])(?i:(pt\.|pt|patient|subject|participant|resident|decedent|beneficiary|enrollee"
+    r"|mother|father|spouse|wife|husband|son|daughter|brother|sister|guardian|sibling"
+    r"|next\s+of\s+kin|nok))(?![a-z])(\s*[:=])?\s+(?:[A-Z]\.\s*)?(" + _CAP + r")\b"
+)
+_NAME_LABEL_RE = re.compile(
+    r"(?<![\w.])(?i:(?:(full|first|last|given|family|maiden|patient|subject|pt)\s+)?"
+    r"(name|surname))\s*[:=]\s*(?:[A-Z]\.\s*)?(" + _CAP + r")\b"
+    r"|(?<![\w.])(?i:named|aka|a\.k\.a\.|alias)\s+(?:[A-Z]\.\s*)?(" + _CAP + r")\b"
+)
+_FULL_NAME_RE = re.compile(r"\b(" + _CAP + r")(?=\s+(?:[A-Z]\.\s+)?(" + _CAP + r")\b)")
+_NAME_AGE_RE = re.compile(
+    r"\b(" + _CAP + r")\s+(" + _CAP + r"),\s*(\d{1,3})(?!\d)"
+    r"(\s*(?:y/?o|yrs?|years?(?:\s+old)?|[MF]|male|female)(?![A-Za-z]))?"
+)
+_PREV_WORD_RE = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
+
+_HEALTH_RE = re.compile(
+    r"(?i)(?<![\w.])(?:patient|pt\.?|subject|participant)\s+(?:has|had|presents|presented"
+    r"|reports|reported|complains|complained|denies|denied|developed|underwent|suffers"
+    r"|suffered|sustained|was\s+diagnosed|is\s+diagnosed|diagnosed|tested\s+(?:positive|negative)"
+    r"|died|expired|was\s+admitted|was\s+discharged|is\s+on|was\s+prescribed|takes|is\s+taking"
+    r"|was\s+treated|is\s+being\s+treated|with\s+(?:a\s+)?(?:history|hx)\s+of|c/o)(?![a-z])"
+)
+
+# --------------------------------------------------------------------------------------------
+# Field names
+# --------------------------------------------------------------------------------------------
+
+_KEY_TOKEN_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+_SAFE_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+_PHI_KEY_TOKENS: frozenset[str] = _words(
+    """
+    ssn ssns mrn mrns dob diagnosis diagnoses surname birthdate birthday dod imei vin mbi hicn
+    medicaid fingerprint fingerprints voiceprint retina biometric biometrics passport deceased
+    maiden nok npi
+    """
+)
+_PHI_KEYS_JOINED: frozenset[str] = _words(
+    """
+    dateofbirth birthdate dateofdeath deathdate admissiondate admitdate dischargedate
+    dateofadmission dateofdischarge socialsecurity socialsecuritynumber medicalrecord
+    medicalrecordnumber firstname lastname fullname givenname familyname middlename
+    streetaddress homeaddress mailingaddress address addressline addressline1 addressline2
+    phone phonenumber telephone mobile mobilenumber cellphone homephone workphone fax faxnumber
+    zip zipcode postalcode postcode healthplan healthplanid healthplannumber memberid
+    membernumber subscriberid policynumber insuranceid insurancenumber accountnumber
+    bankaccount creditcard creditcardnumber licensenumber licencenumber driverslicense
+    driverlicense licenseplate licenceplate certificatenumber serialnumber deviceserial
+    deviceserialnumber udi macaddress ipaddress vehicleid photo photograph facephoto faceimage
+    headshot
+    """
+)
+_KEY_IDENTITY_STRONG: frozenset[str] = frozenset(
+    {"patient", "patients", "pt", "beneficiary", "enrollee", "insured", "decedent", "guarantor"}
+)
+_KEY_IDENTITY_WEAK: frozenset[str] = _words(
+    """
+    subject subjects participant participants member person individual resident client mother
+    father spouse guardian kin relative child parent
+    """
+)
+_KEY_ATTR_PERSONAL: frozenset[str] = _words(
+    """
+    name names dob ssn mrn address addr street city zip zipcode postcode phone fax email birth
+    birthday birthdate age initials photo contact first last full surname demographics
+    """
+)
+_KEY_ATTR_ID: frozenset[str] = frozenset(
+    {"id", "ids", "identifier", "identifiers", "number", "num", "no", "record", "records"}
+)
+
+
+def _key_is_phi(key: str) -> bool:
+    tokens = [t.lower() for t in _KEY_TOKEN_RE.findall(key)]
+    if not tokens:
+        return False
+    if "".join(tokens) in _PHI_KEYS_JOINED:
+        return True
+    token_set = set(tokens)
+    if not token_set.isdisjoint(_PHI_KEY_TOKENS):
+        return True
+    if not token_set.isdisjoint(_KEY_ATTR_PERSONAL) and not (
+        token_set.isdisjoint(_KEY_IDENTITY_STRONG) and token_set.isdisjoint(_KEY_IDENTITY_WEAK)
+    ):
+        return True
+    return not token_set.isdisjoint(_KEY_ATTR_ID) and not token_set.isdisjoint(_KEY_IDENTITY_STRONG)
+
+
+# --------------------------------------------------------------------------------------------
+# Validators
+# --------------------------------------------------------------------------------------------
+
+
+def _ssn_valid(area: str, group: str, serial: str) -> bool:
+    """Presidio-style: reject impossible SSNs (area 000/666/9xx, group 00, serial 0000, 1 digit)."""
+    if area == "000" or area == "666" or area[0] == "9":
+        return False
+    if group == "00" or serial == "0000":
+        return False
+    digits = area + group + serial
+    return digits.count(digits[0]) != len(digits)
+
+
+_VIN_VALUES: dict[str, int] = {str(d): d for d in range(10)} | dict(
+    zip(
+        "ABCDEFGHJKLMNPRSTUVWXYZ",
+        [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 7, 9, 2, 3, 4, 5, 6, 7, 8, 9],
+        strict=True,
+    )
+)
+_VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
+
+
+def _vin_valid(vin: str) -> bool:
+    """ISO 3779 / North American check digit (position 9), letters I, O and Q excluded."""
+    vin = vin.upper()
+    if len(vin) != 17 or vin.isdigit() or vin.isalpha():
+        return False
+    total = 0
+    for char, weight in zip(vin, _VIN_WEIGHTS, strict=True):
+        value = _VIN_VALUES.get(char)
+        if value is None:
+            return False
+        total += value * weight
+    check = total % 11
+    return vin[8] == ("X" if check == 10 else str(check))
+
+
+def _luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def _card_valid(raw: str) -> bool:
+    digits = "".join(c for c in raw if c.isdigit())
+    if not 13 <= len(digits) <= 19 or digits[0] not in "23456":
+        return False
+    return digits.count(digits[0]) != len(digits) and _luhn_valid(digits)
+
+
+def _id_ok(token: str, min_digits: int = 3) -> bool:
+    """An identifier after a context word: enough digits, and not a quantity like '500ms'."""
+    if len(token) < 4 or sum(c.isdigit() for c in token) < min_digits:
+        return False
+    return _UNIT_SUFFIX_RE.search(token) is None
+
+
+def _ipv4_valid(match: re.Match[str]) -> bool:
+    octets = match.groups()
+    if any(len(o) > 1 and o[0] == "0" for o in octets):
+        return False  # leading zeros: a version or a date, not an address
+    values = [int(o) for o in octets]
+    if any(v > 255 for v in values):
+        return False
+    # Unspecified and loopback addresses identify nobody.
+    return not (values[0] == 0 or values[0] == 127)
+
+
+def _ipv6_valid(candidate: str) -> bool:
+    if sum(1 for group in candidate.split(":") if group) < 2:
+        return False  # "::1", "x[::2]"
+    try:
+        address = ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    return not (address.is_loopback or address.is_unspecified)
+
+
+def _previous_word(text: str, end: int) -> str:
+    match = _PREV_WORD_RE.search(text, max(0, end - 40), end)
+    return match.group(1).lower() if match else ""
+
+
+# --------------------------------------------------------------------------------------------
+# The text scanner
+# --------------------------------------------------------------------------------------------
+
+
+def _scan_token(text: str, out: set[str]) -> None:
+    """A plain token ([A-Za-z0-9_]+): an id, an enum, a username. Few detectors can fire."""
+    if len(text) == 17 and text.isupper() and _vin_valid(text):
+        out.add(VEHICLE_IDENTIFIER)
+    elif text.isdigit():
+        if 13 <= len(text) <= 19 and _card_valid(text):
+            out.add(ACCOUNT_NUMBER)
+    else:
+        match = _GLUED_RE.match(text)
+        if match is not None:
+            out.add(_GLUED_CATEGORY[match.group(1).lower()])
+
+
+def _scan_names(text: str, out: set[str]) -> None:
+    if _TITLE_RE.search(text):
+        out.add(PERSON_NAME)
+        return
+    for match in _PERSON_CTX_RE.finditer(text):
+        keyword, punct, word = match.group(1), match.group(2), match.group(3).lower()
+        if word in _COMMON_WORDS:
+            continue
+        strong = keyword[0].islower() or keyword.lower() == "pt." or punct is not None
+        if strong or word in _FIRST_NAMES or word in _SURNAMES:
+            out.add(PERSON_NAME)
+            return
+    for match in _NAME_LABEL_RE.finditer(text):
+        word = (match.group(3) or match.group(4)).lower()
+        if word in _COMMON_WORDS:
+            continue
+        if match.group(3) is not None and match.group(1) is None:
+            # bare "name: X" - unless it is a thing's name ("Stage name: Data Ingestion")
+            if _previous_word(text, match.start()) in _THING_NOUNS:
+                continue
+        elif match.group(4) is not None and _previous_word(text, match.start()) in _THING_NOUNS:
+            continue  # "a file named Results"
+        out.add(PERSON_NAME)
+        return
+    for match in _FULL_NAME_RE.finditer(text):
+        if match.group(1).lower() in _FIRST_NAMES and match.group(2).lower() in _SURNAMES:
+            out.add(PERSON_NAME)
+            return
+
+
+def _scan_name_age(text: str, out: set[str]) -> None:
+    """'John Doe, 45' / 'Jane Roe, 93 F': a name followed by an age."""
+    for match in _NAME_AGE_RE.finditer(text):
+        first, last, age, marker = match.group(1), match.group(2), match.group(3), match.group(4)
+        if first.lower() in _COMMON_WORDS or last.lower() in _COMMON_WORDS:
+            continue
+        rest = text[match.end() :].lstrip()
+        if marker is None and rest and rest[0] not in ",;.)":
+            continue
+        if marker is None and first.lower() not in _FIRST_NAMES and last.lower() not in _SURNAMES:
+            continue
+        out.add(PERSON_NAME)
+        if 90 <= int(age) <= 125:
+            out.add(AGE_OVER_89)
+
+
+def _scan_context_ids(
+    pattern: re.Pattern[str], category: str, text: str, out: set[str], min_digits: int = 3
+) -> None:
+    for match in pattern.finditer(text):
+        if _id_ok(match.group(match.lastindex or 1), min_digits):
+            out.add(category)
+            return
+
+
+def _scan_phones(text: str, bits: int, out: set[str]) -> None:
+    fax_spans: list[tuple[int, int]] = []
+    if bits & _B_FAX:
+        for match in _FAX_CTX_RE.finditer(text):
+            if 7 <= sum(c.isdigit() for c in match.group(1)) <= 15:
+                out.add(FAX_NUMBER)
+                fax_spans.append(match.span(1))
+
+    def outside_fax(match: re.Match[str], group: int = 0) -> bool:
+        start, end = match.span(group)
+        return all(end <= s or start >= e for s, e in fax_spans)
+
+    for match in _PHONE_US_RE.finditer(text):
+        if outside_fax(match):
+            out.add(PHONE_NUMBER)
+            return
+    if "+" in text:
+        for match in _PHONE_INTL_RE.finditer(text):
+            if 8 <= sum(c.isdigit() for c in match.group(0)) <= 15 and outside_fax(match):
+                out.add(PHONE_NUMBER)
+                return
+    if bits & _B_PHONE:
+        for match in _PHONE_CTX_RE.finditer(text):
+            if 7 <= sum(c.isdigit() for c in match.group(1)) <= 15 and outside_fax(match, 1):
+                out.add(PHONE_NUMBER)
+                return
+
+
+def _scan_numeric(text: str, bits: int, out: set[str]) -> None:
+    """Detectors for identifiers that contain digits (the string has at least one)."""
+    for match in _SSN_SHAPE_RE.finditer(text):
+        if _ssn_valid(match.group(1), match.group(3), match.group(4)):
+            out.add(SSN)
+            break
+    if bits & _B_SSN:
+        for match in _SSN_CTX_RE.finditer(text):
+            if _ssn_valid(match.group(1), match.group(2), match.group(3)):
+                out.add(SSN)
+                break
+    _scan_phones(text, bits, out)
+    if "-" in text and _ZIP4_RE.search(text):
+        out.add(ZIP_CODE)
+    if bits & _B_ZIP and _ZIP_CTX_RE.search(text):
+        out.add(ZIP_CODE)
+    for match in _FIVE_DIGITS_RE.finditer(text):
+        before = _STATE_BEFORE_RE.search(text, max(0, match.start() - 30), match.start())
+        if before is None:
+            continue
+        code = before.group("code_c") or before.group("code")
+        name = before.group("name")
+        if (before.group("code_c") and code in _US_STATE_CODES) or (
+            before.group("code") and code in _US_STATE_CODES and code not in _AMBIGUOUS_STATE_CODES
+        ):
+            out.add(ZIP_CODE)
+            break
+        if name is not None and (
+            name.lower() in _US_STATE_NAMES or name.split()[-1].lower() in _US_STATE_NAMES
+        ):
+            out.add(ZIP_CODE)
+            break
+    for match in _CARD_RE.finditer(text):
+        if _card_valid(match.group(0)):
+            out.add(ACCOUNT_NUMBER)
+            break
+    if text.count(".") >= 3:
+        for match in _IPV4_RE.finditer(text):
+            if _ipv4_valid(match):
+                out.add(IP_ADDRESS)
+                break
+    if text.count(":") >= 2:
+        for match in _IPV6_CANDIDATE_RE.finditer(text):
+            if _ipv6_valid(match.group(0)):
+                out.add(IP_ADDRESS)
+                break
+        if text.count(":") >= 5 and _MAC_RE.search(text):
+            out.add(DEVICE_IDENTIFIER)
+    elif text.count("-") >= 5 and _MAC_RE.search(text):
+        out.add(DEVICE_IDENTIFIER)
+    if len(text) >= 17:
+        for match in _VIN_RE.finditer(text):
+            if _vin_valid(match.group(0)):
+                out.add(VEHICLE_IDENTIFIER)
+                break
+    if "(01)" in text and _UDI_GS1_RE.search(text):
+        out.add(DEVICE_IDENTIFIER)
+    if "," in text:
+        _scan_name_age(text, out)
+    if not bits:
+        return
+    if bits & _B_MRN:
+        _scan_context_ids(_MRN_RE, MEDICAL_RECORD_NUMBER, text, out)
+    if bits & _B_PLAN:
+        _scan_context_ids(_PLAN_RE, HEALTH_PLAN_NUMBER, text, out)
+    if bits & _B_ACCOUNT:
+        _scan_context_ids(_ACCOUNT_RE, ACCOUNT_NUMBER, text, out)
+    if bits & _B_LICENSE:
+        _scan_context_ids(_LICENSE_RE, LICENSE_NUMBER, text, out)
+    if bits & _B_CERT:
+        _scan_context_ids(_CERT_RE, CERTIFICATE_NUMBER, text, out, min_digits=4)
+    if bits & _B_DEVICE:
+        _scan_context_ids(_DEVICE_RE, DEVICE_IDENTIFIER, text, out)
+    if bits & _B_VEHICLE:
+        if _VIN_CTX_RE.search(text):
+            out.add(VEHICLE_IDENTIFIER)
+        for match in _PLATE_RE.finditer(text):
+            plate = match.group(1)
+            if any(c.isdigit() for c in plate) and 2 <= sum(c.isalnum() for c in plate) <= 8:
+                out.add(VEHICLE_IDENTIFIER)
+                break
+    if bits & _B_BIOMETRIC:
+        for match in _BIOMETRIC_RE.finditer(text):
+            if _previous_word(text, match.start()) in _NON_BIOMETRIC_PREFIX:
+                continue
+            if _id_ok(match.group(1), 2):
+                out.add(BIOMETRIC_IDENTIFIER)
+                break
+    if bits & _B_ADDRESS and (_STREET_RE.search(text) or _PO_BOX_RE.search(text)):
+        out.add(STREET_ADDRESS)
+    if bits & _B_DATE and _DATE_CTX_RE.search(text):
+        out.add(DATE_OF_BIRTH)
+    if bits & _B_AGE:
+        _scan_ages(text, out)
+
+
+def _scan_ages(text: str, out: set[str]) -> None:
+    for pattern in (_AGE_AFTER_RE, _AGE_BEFORE_RE):
+        for match in pattern.finditer(text):
+            if not 90 <= int(match.group(1)) <= 125:
+                continue
+            if _AGE_NEGATING_BEFORE_RE.search(text, max(0, match.start() - 16), match.start()):
+                continue  # "over 90 years", "> 90 yo": an aggregate bound, not an age
+            out.add(AGE_OVER_89)
+            return
+
+
+def _scan_into(text: str, out: set[str]) -> None:
+    """Add the categories found in one string to ``out``."""
+    length = len(text)
+    if length < 5:
+        return
+    if length <= 64 and _TOKEN_RE.fullmatch(text) is not None:
+        _scan_token(text, out)
+        return
+    if length <= 40 and _ISO_TIMESTAMP_RE.fullmatch(text) is not None:
+        return
+    lower = text.lower()
+    bits = 0
+    for word in _WORD_RE.findall(lower):
+        bits |= _TRIGGERS.get(word, 0)
+    if "/" in text and "a/c" in lower:
+        bits |= _B_ACCOUNT
+    if "@" in text and _EMAIL_RE.search(text):
+        out.add(EMAIL_ADDRESS)
+    if ("://" in text or "www." in lower) and _URL_RE.search(text):
+        out.add(URL)
+    if _DIGIT_RE.search(text) is not None:
+        _scan_numeric(text, bits, out)
+    else:
+        bits &= _B_NO_DIGIT_NEEDED
+    if bits & _B_NAME:
+        _scan_names(text, out)
+    if bits & _B_HEALTH and _HEALTH_RE.search(text):
+        out.add(HEALTH_INFORMATION)
+
+
+def scan_text(text: str) -> list[str]:
+    """The sorted, unique categories found in one free-text string (no staff exemption)."""
+    out: set[str] = set()
+    _scan_into(text, out)
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------------------------
+# The payload walker
+# --------------------------------------------------------------------------------------------
+
+# Keys come from a small schema vocabulary: remember their verdicts. Only plain identifier-like
+# keys are remembered, so the cache can hold neither PHI nor an unbounded number of entries.
+_KEY_CACHE: dict[str, tuple[bool, tuple[str, ...]]] = {}
+_KEY_CACHE_MAX = 4096
+
+
+def _key_verdict(key: str) -> tuple[bool, tuple[str, ...]]:
+    """(renderable verbatim in a path, categories the key itself carries)."""
+    cached = _KEY_CACHE.get(key)
+    if cached is not None:
+        return cached
+    found: set[str] = set()
+    _scan_into(key, found)
+    if _key_is_phi(key):
+        found.add(PHI_FIELD_NAME)
+    safe = _SAFE_KEY_RE.fullmatch(key) is not None and found <= {PHI_FIELD_NAME}
+    verdict = (safe, tuple(sorted(found)))
+    if safe and len(_KEY_CACHE) < _KEY_CACHE_MAX:
+        _KEY_CACHE[key] = verdict
+    return verdict
+
+
+def scan(
+    payload: Mapping[str, object], *, staff_fields: frozenset[str] = STAFF_IDENTIFIER_FIELDS
+) -> list[Finding]:
+    """Scan every string in ``payload`` (values at any depth and keys); return the findings.
+
+    Emails are allowed only under a top-level key in ``staff_fields``. The result is sorted by
+    (path, category), deduplicated, and empty when the payload is clean.
+    """
+    found: set[tuple[str, str]] = set()
+    # (value, path, emails allowed)
+    stack: list[tuple[object, str, bool]] = []
+
+    def visit_mapping(mapping: Mapping[Any, object], prefix: str, staff: bool | None) -> None:
+        for index, (key, value) in enumerate(mapping.items()):
+            allow = staff if staff is not None else key in staff_fields
+            if isinstance(key, str):
+                safe, categories = _key_verdict(key)
+                path = prefix + (key if safe else f"<key#{index}>")
+                for category in categories:
+                    if not (allow and category == EMAIL_ADDRESS):
+                        found.add((path, category))
+            elif isinstance(key, int | float | bool) or key is None:
+                path = prefix + str(key)
+            else:
+                path = prefix + f"<key#{index}>"
+            stack.append((value, path, allow))
+
+    visit_mapping(payload, "", None)
+    while stack:
+        value, path, allow = stack.pop()
+        if isinstance(value, str):
+            categories: set[str] = set()
+            _scan_into(value, categories)
+            for category in categories:
+                if not (allow and category == EMAIL_ADDRESS):
+                    found.add((path, category))
+        elif value is None or isinstance(value, int | float):
+            continue  # numbers, booleans and null carry no text
+        elif isinstance(value, Mapping):
+            visit_mapping(value, path + ".", allow)
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                stack.append((item, f"{path}[{index}]", allow))
+    return [Finding(path, category) for path, category in sorted(found)]

@@ -1,0 +1,88 @@
+"""Helpers for driving `/ws` with Channels' WebsocketCommunicator against the real ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.test import Client
+
+from researchflow.asgi import application
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+async def session_cookie(user: User) -> bytes:
+    return await db(_session_cookie)(user)
+
+
+def _session_cookie(user: User) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def open_socket(
+    *, origin: bytes | None = b"http://localhost", cookie: bytes | None = None
+) -> tuple[WebsocketCommunicator, dict[str, Any]]:
+    headers = []
+    if origin is not None:
+        headers.append((b"origin", origin))
+    if cookie is not None:
+        headers.append((b"cookie", cookie))
+    comm = WebsocketCommunicator(application, "/ws", headers=headers)
+    connected, _ = await comm.connect(timeout=5)
+    assert connected
+    established = await comm.receive_json_from(timeout=5)
+    assert established["type"] == "connection.established"
+    return comm, established
+
+
+async def send(comm: WebsocketCommunicator, msg_type: str, **payload: Any) -> None:
+    await comm.send_json_to({"type": msg_type, "payload": payload})
+
+
+async def request(comm: WebsocketCommunicator, msg_type: str, **payload: Any) -> dict[str, Any]:
+    await send(comm, msg_type, **payload)
+    reply: dict[str, Any] = await comm.receive_json_from(timeout=5)
+    return reply
+
+
+def token_for(user: User) -> str:
+    from rest_framework.authtoken.models import Token
+
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+async def authed_socket(
+    user: User, *, types: list[str] | None = None, categories: list[str] | None = None, **auth: Any
+) -> WebsocketCommunicator:
+    comm, _ = await open_socket()
+    payload: dict[str, Any] = {"token": await db(token_for)(user), **auth}
+    if types is not None:
+        payload["eventTypes"] = types
+    if categories is not None:
+        payload["eventCategories"] = categories
+    reply = await request(comm, "auth", **payload)
+    assert reply["type"] == "auth.success", reply
+    return comm
+
+
+async def receive_events(comm: WebsocketCommunicator, count: int, timeout: float = 5) -> list[dict[str, Any]]:
+    events = []
+    while len(events) < count:
+        msg = await comm.receive_json_from(timeout=timeout)
+        if "id" in msg:
+            events.append(msg)
+    return events
+
+
+def db(fn: Any) -> Any:
+    return database_sync_to_async(fn)
+
+
+async def settle(seconds: float = 0.05) -> None:
+    await asyncio.sleep(seconds)
