@@ -107,7 +107,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         if session_user is not None and session_user.is_authenticated and session_user.is_active:
             if not self._claim_slot(session_user.pk):
                 self._push(_now_frame("connection.established", self._established()))
-                await self._close(CLOSE_TOO_MANY)
+                self._error("too_many_connections", "too many open connections for this user")
+                self._close_after_flush(CLOSE_TOO_MANY)
                 return
             self.credential = access.Credential(session_user, "session")
             await self._set_user(session_user)
@@ -142,6 +143,12 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._queued = 0
         with contextlib.suppress(Exception):
             await self.close(code=code)
+
+    def _close_after_flush(self, code: int) -> None:
+        """Close once the frames already queued (the reason, say) have been sent."""
+        self._queue.append([("close", code), 0])
+        self._queued += 1
+        self._wake()
 
     def _close_soon(self, code: int) -> None:
         if not self._closing:
@@ -334,7 +341,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
                 self._slot_claimed = False
             if not self._claim_slot(user.pk):
                 self._auth_failed("too many open connections for this user")
-                await self._close(CLOSE_TOO_MANY)
+                self._close_after_flush(CLOSE_TOO_MANY)
                 return None
         self.credential = credential
         self.scope_project = project_id
@@ -529,6 +536,9 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             if isinstance(item, str):
                 await send({"type": "websocket.send", "text": item})
                 continue
+            if isinstance(item, tuple):
+                await self._close(item[1])
+                return
             if item.type == "stage.progress":
                 stage_id = item.stage_id
                 slot = self._progress_slots.get(stage_id)

@@ -380,7 +380,7 @@ _NUMWORD = r"(?:number|num|nbr|no\.?|#|id|identifier)"
 # "medical record #4411", "member ID is XYZ123", "policy no. 12-345".
 _CONN = r"(?:\s*" + _NUMWORD + r"(?![a-z])){0,2}\s*(?:[:#=]\s*)?(?:(?:is|was|of)\s+)?#?\s*"
 _UNIT_SUFFIX_RE = re.compile(
-    r"\d(?:[-.]?(?:bit|bits|bytes?|[kmgt]i?b|ms|s|sec|secs|min|mins|h|hrs?|px|k|m|x|d))$", re.I
+    r"\d(?:bits?|bytes?|[kmgt]i?b|ms|s|secs?|mins?|h|hrs?|px|k|x|d|-bits?|-bytes?)$", re.I
 )
 
 
@@ -672,10 +672,23 @@ def _luhn_valid(digits: str) -> bool:
 
 
 def _card_valid(raw: str) -> bool:
+    """A payment card number: a known issuer prefix, that issuer's length, and Luhn."""
     digits = "".join(c for c in raw if c.isdigit())
-    if not 13 <= len(digits) <= 19 or digits[0] not in "23456":
-        return False
-    return digits.count(digits[0]) != len(digits) and _luhn_valid(digits)
+    length = len(digits)
+    first, two = digits[0], digits[:2]
+    if first == "4":
+        ok = length in (13, 16, 19)
+    elif two in ("34", "37"):
+        ok = length == 15
+    elif two in ("36", "38", "30"):
+        ok = length == 14
+    elif "51" <= two <= "55" or "2221" <= digits[:4] <= "2720":
+        ok = length == 16
+    elif first == "6" or two == "35":
+        ok = 16 <= length <= 19
+    else:
+        ok = False
+    return ok and digits.count(first) != length and _luhn_valid(digits)
 
 
 def _id_ok(token: str, min_digits: int = 3) -> bool:

@@ -1,0 +1,80 @@
+"""Validators for user text that ends up in events, shared by the REST serializers and the admin.
+
+They raise Django's `ValidationError`, which DRF serializers and Django forms both understand,
+so the API and the admin refuse the same input with the same words. Messages name the field
+and the PHI categories found, never the value: the value is what we must not spread (not to
+the client's logs, not to ours).
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.utils.deconstruct import deconstructible
+
+from events import phi
+
+logger = logging.getLogger(__name__)
+
+# Characters that break a one-line label: C0/C1 controls (incl. \n \r \t \x00) and the Unicode
+# line/paragraph separators, which some renderers and log viewers also treat as a newline.
+_BREAKING_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
+def has_breaking_characters(value: str) -> bool:
+    return any(unicodedata.category(char) in _BREAKING_CATEGORIES for char in value)
+
+
+def single_line(value: Any) -> None:
+    """Refuse control characters and line breaks: names and statuses are one-line labels."""
+    if isinstance(value, str) and has_breaking_characters(value):
+        raise ValidationError(
+            "must be a single line without control characters", code="control_characters"
+        )
+
+
+@deconstructible
+class PhiSafe:
+    """Refuse text in which the PHI guard finds identifiers; the message names the categories.
+
+    Fails closed: if the scanner itself breaks on some input, the text is refused rather than
+    let through unchecked (the bus would scan it again, but a 400 here is the clearer answer).
+    """
+
+    code = "phi"
+
+    def __init__(self, field_name: str) -> None:
+        self.field_name = field_name
+
+    def __call__(self, value: Any) -> None:
+        if not isinstance(value, str) or not value:
+            return
+        try:
+            findings = phi.scan_text(value)
+        except Exception as exc:
+            logger.warning("PHI scan of %s failed (%s); refusing it", self.field_name, type(exc))
+            raise ValidationError(
+                f"{self.field_name} could not be checked for PHI; use plain text", code=self.code
+            ) from None
+        if findings:
+            categories = ", ".join(sorted(set(findings)))
+            logger.info("refused %s: possible PHI (%s)", self.field_name, categories)
+            raise ValidationError(
+                f"{self.field_name} contains possible PHI ({categories}); "
+                "remove patient identifiers",
+                code=self.code,
+            )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PhiSafe) and other.field_name == self.field_name
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.field_name))
+
+
+def phi_safe(field_name: str) -> PhiSafe:
+    """A validator refusing PHI in `field_name` (the name appears in the error message)."""
+    return PhiSafe(field_name)
