@@ -449,7 +449,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
                 self._resync(after, pruned + 1)
                 return
             for event in events:
-                self._enqueue(event)
+                self._enqueue(event, coalesce=False)  # resume promises every event
             metrics.RESUME_REPLAYED.inc(len(events))
         finally:
             held, self._held = self._held or [], None
@@ -478,10 +478,10 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             return
         self._enqueue(event)
 
-    def _enqueue(self, event: LoggedEvent) -> None:
+    def _enqueue(self, event: LoggedEvent, *, coalesce: bool = True) -> None:
         if event.id <= self.last_sent_id or (self._queue and self._queue[-1][1] >= event.id):
             return  # already sent or queued: the per-socket stream is strictly increasing
-        if event.type == "stage.progress":
+        if coalesce and event.type == "stage.progress":
             stage_id = event.stage_id
             slot = self._progress_slots.get(stage_id)
             if slot is not None and slot[0] is not None:

@@ -1,0 +1,297 @@
+"""Delivery on /ws: backpressure, coalescing, rate limits, resume and the hub's gap repair."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from events.hub import Hub
+from events.models import Event, EventLogState
+from researchflow.asgi import application
+from runs import services
+from tests.ws_helpers import (
+    ORIGIN,
+    authed_socket,
+    db,
+    open_socket,
+    receive_events,
+    request,
+    send,
+    token_for,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+ALL = ["RUN_EVENTS", "STAGE_EVENTS", "ARTIFACT_EVENTS", "GOVERNANCE_EVENTS"]
+
+
+@pytest.fixture(autouse=True)
+async def _stop_hubs() -> Any:
+    yield
+    for hub in Hub.running():
+        await hub.stop()
+
+
+def running_stage(world: Any) -> Any:
+    run = services.create_run(world.project, "Busy", ["Ingest", "Model"], world.alice)
+    services.start_run(run.pk)
+    stage = run.stages.get(position=0)
+    services.start_stage(stage.pk)
+    return stage
+
+
+class Gate:
+    """Wraps the ASGI app so a test can stall the socket's writes: a slow client."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def app(self, scope: Any, receive: Any, send: Any) -> Any:
+        async def gated_send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.send":
+                await self.open.wait()
+            await send(message)
+
+        return await application(scope, receive, gated_send)
+
+
+async def gated_socket(gate: Gate, user: Any) -> WebsocketCommunicator:
+    comm = WebsocketCommunicator(gate.app, "/ws", headers=[ORIGIN])
+    assert (await comm.connect(timeout=5))[0]
+    await comm.receive_json_from(timeout=5)
+    await send(comm, "auth", token=await db(token_for)(user), eventCategories=ALL)
+    assert (await comm.receive_json_from(timeout=5))["type"] == "auth.success"
+    return comm
+
+
+async def test_it_coalesces_progress_for_a_client_that_falls_behind(world: Any) -> None:
+    stage = await db(running_stage)(world)
+    gate = Gate()
+    comm = await gated_socket(gate, world.bob)
+    gate.open.clear()
+    for progress in (10, 20, 30, 40, 50):
+        await db(services.report_progress)(stage.pk, progress)
+    await asyncio.sleep(0.2)
+    gate.open.set()
+    events = await receive_events(comm, 2)
+    # The first frame was already being written when the client stalled; of the four that
+    # queued behind it, only the newest survives.
+    assert [e["payload"]["progress"] for e in events] == [10, 50]
+    assert await comm.receive_nothing(timeout=0.2)
+    status = await request(comm, "get_status")
+    assert status["payload"]["messageCount"] == 2
+    assert Hub.running()[0].coalesced == 3
+    await comm.disconnect()
+
+
+async def test_it_keeps_progress_of_different_stages_apart(world: Any) -> None:
+    stage = await db(running_stage)(world)
+    other = await db(lambda: stage.run.stages.get(position=1))()
+    await db(services.start_stage)(other.pk)
+    gate = Gate()
+    comm = await gated_socket(gate, world.bob)
+    gate.open.clear()
+    await db(services.report_progress)(stage.pk, 5)
+    await db(services.report_progress)(stage.pk, 10)
+    await db(services.report_progress)(other.pk, 20)
+    await db(services.report_progress)(stage.pk, 30)
+    await asyncio.sleep(0.2)
+    gate.open.set()
+    events = await receive_events(comm, 3)
+    assert [(e["payload"]["stageIndex"], e["payload"]["progress"]) for e in events] == [
+        (0, 5),
+        (1, 20),
+        (0, 30),
+    ]
+    ids = [e["id"] for e in events]
+    assert ids == sorted(ids)
+    await comm.disconnect()
+
+
+async def test_it_closes_a_slow_consumer_with_4008_and_spares_the_others(
+    world: Any, settings: Any
+) -> None:
+    settings.WS_SEND_QUEUE = 3
+    gate = Gate()
+    slow = await gated_socket(gate, world.bob)
+    fast = await authed_socket(world.alice, categories=ALL)
+    gate.open.clear()
+    for name in ("r1", "r2", "r3", "r4", "r5", "r6"):
+        await db(services.create_run)(world.project, name, ["x"], world.alice)
+    assert len(await receive_events(fast, 6)) == 6
+    # The slow socket closes without waiting for its stalled write.
+    out = await slow.receive_output(timeout=3)
+    assert out == {"type": "websocket.close", "code": 4008}
+    assert Hub.running()[0].dropped >= 3
+    await fast.disconnect()
+
+
+async def test_it_rate_limits_and_then_closes_abusers(settings: Any) -> None:
+    settings.WS_RATE_LIMIT = 0.5
+    settings.WS_RATE_BURST = 3
+    comm, _ = await open_socket()
+    for _ in range(3):
+        assert (await request(comm, "ping"))["type"] == "pong"
+    reply = await request(comm, "ping")
+    assert reply["type"] == "error"
+    assert reply["payload"]["details"]["code"] == "rate_limited"
+    await send(comm, "ping")
+    assert (await comm.receive_json_from(timeout=3))["payload"]["details"]["code"] == "rate_limited"
+    await send(comm, "ping")
+    assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 1008}
+
+
+async def test_it_refills_the_rate_limit_bucket(settings: Any) -> None:
+    settings.WS_RATE_LIMIT = 20
+    settings.WS_RATE_BURST = 2
+    comm, _ = await open_socket()
+    for _ in range(6):
+        assert (await request(comm, "ping"))["type"] == "pong"
+        await asyncio.sleep(0.06)
+    await comm.disconnect()
+
+
+async def test_it_resumes_after_a_disconnect_without_gap_or_duplicate(world: Any) -> None:
+    comm = await authed_socket(world.bob, categories=ALL)
+    run = await db(services.create_run)(world.project, "Resumable", ["A"], world.alice)
+    (created,) = await receive_events(comm, 1)
+    await comm.disconnect()
+    # Missed while offline, plus an event in a project Bob can't see.
+    await db(services.start_run)(run.pk)
+    stage = await db(lambda: run.stages.get())()
+    await db(services.start_stage)(stage.pk)
+    await db(services.create_run)(world.other_project, "Foreign", ["x"], world.charlie)
+    comm = await authed_socket(world.bob, categories=ALL, lastEventId=created["id"])
+    missed = await receive_events(comm, 2)
+    assert [e["type"] for e in missed] == ["run.started", "stage.started"]
+    await db(services.report_progress)(stage.pk, 50)
+    (live,) = await receive_events(comm, 1)
+    assert live["type"] == "stage.progress" and live["id"] > missed[-1]["id"]
+    assert await comm.receive_nothing(timeout=0.2)
+    await comm.disconnect()
+
+
+async def test_it_switches_from_replay_to_live_without_gap_under_concurrent_writes(
+    world: Any,
+) -> None:
+    stage = await db(running_stage)(world)
+    start = await db(lambda: Event.objects.order_by("-id").values_list("id", flat=True).first())()
+
+    async def writer() -> None:
+        for n in range(40):
+            await db(services.add_artifact)(
+                stage.run_id, kind="table", name=f"part_{n}.csv", size_bytes=n,
+                content_type="text/csv",
+            )
+
+    task = asyncio.create_task(writer())
+    await asyncio.sleep(0.02)  # some written before the socket asks, some during, some after
+    comm = await authed_socket(world.bob, types=["artifact.created"], lastEventId=start)
+    await task
+    events = await receive_events(comm, 40)
+    assert [e["payload"]["sizeBytes"] for e in events] == list(range(40))
+    assert await comm.receive_nothing(timeout=0.2)
+    await comm.disconnect()
+
+
+async def test_it_replays_every_missed_progress_step(world: Any) -> None:
+    stage = await db(running_stage)(world)
+    start = await db(lambda: Event.objects.order_by("-id").values_list("id", flat=True).first())()
+    for progress in (10, 20, 30):
+        await db(services.report_progress)(stage.pk, progress)
+    comm = await authed_socket(world.bob, types=["stage.progress"], lastEventId=start)
+    events = await receive_events(comm, 3)
+    assert [e["payload"]["progress"] for e in events] == [10, 20, 30]
+    await comm.disconnect()
+
+
+async def test_it_resumes_with_a_resume_message(world: Any) -> None:
+    comm = await authed_socket(world.bob, categories=ALL)
+    run = await db(services.create_run)(world.project, "R", ["A"], world.alice)
+    (created,) = await receive_events(comm, 1)
+    await send(comm, "resume", lastEventId=0)
+    # Everything up to what this socket already got is not sent again.
+    assert await comm.receive_nothing(timeout=0.2)
+    await db(services.start_run)(run.pk)
+    (started,) = await receive_events(comm, 1)
+    assert started["id"] > created["id"]
+    await comm.disconnect()
+
+
+async def test_it_asks_for_a_resync_when_the_log_was_pruned(world: Any) -> None:
+    await db(services.create_run)(world.project, "Old", ["A"], world.alice)
+    head = await db(lambda: Event.objects.order_by("-id").values_list("id", flat=True).first())()
+    await db(EventLogState.objects.update_or_create)(pk=1, defaults={"pruned_through": head})
+    comm, _ = await open_socket()
+    await send(comm, "auth", token=await db(token_for)(world.bob), eventCategories=ALL, lastEventId=0)
+    assert (await comm.receive_json_from(timeout=3))["type"] == "auth.success"
+    resync = await comm.receive_json_from(timeout=3)
+    assert resync["type"] == "resync.required"
+    assert resync["payload"] == {"lastEventId": 0, "oldestEventId": head + 1}
+    # …and live events still flow afterwards.
+    await db(services.create_run)(world.project, "New", ["A"], world.alice)
+    assert len(await receive_events(comm, 1)) == 1
+    await comm.disconnect()
+
+
+async def test_it_asks_for_a_resync_when_too_much_was_missed(world: Any, settings: Any) -> None:
+    settings.WS_RESUME_MAX_EVENTS = 2
+    for name in ("a", "b", "c"):
+        await db(services.create_run)(world.project, name, ["A"], world.alice)
+    comm, _ = await open_socket()
+    await send(comm, "auth", token=await db(token_for)(world.bob), eventCategories=ALL, lastEventId=0)
+    await comm.receive_json_from(timeout=3)
+    assert (await comm.receive_json_from(timeout=3))["type"] == "resync.required"
+    await comm.disconnect()
+
+
+async def test_the_hub_repairs_a_lost_channel_layer_message(world: Any, settings: Any) -> None:
+    settings.WS_GAP_CHECK_INTERVAL = 0.1
+    settings.WS_GAP_WAIT = 0.05
+    comm = await authed_socket(world.bob, categories=ALL)
+    hub = Hub.running()[0]
+    real_send = hub.layer.group_send
+    dropped: list[Any] = []
+
+    async def lossy_send(group: str, message: dict[str, Any]) -> None:
+        if not dropped:
+            dropped.append(message["id"])  # the first event never reaches the layer
+            return
+        await real_send(group, message)
+
+    hub.layer.group_send = lossy_send
+    try:
+        await db(services.create_run)(world.project, "Lost tail", ["A"], world.alice)
+        (event,) = await receive_events(comm, 1)  # the tail check finds it in the log
+        assert event["id"] == dropped[0]
+        assert hub.gap_repaired == 1
+    finally:
+        hub.layer.group_send = real_send
+    await comm.disconnect()
+
+
+async def test_the_hub_delivers_out_of_order_messages_in_log_order(world: Any) -> None:
+    comm = await authed_socket(world.bob, categories=ALL)
+    hub = Hub.running()[0]
+    held: list[dict[str, Any]] = []
+    real_send = hub.layer.group_send
+
+    async def reordering_send(group: str, message: dict[str, Any]) -> None:
+        if not held:
+            held.append(message)  # hold the first back…
+            return
+        await real_send(group, message)
+        await real_send(group, held.pop())  # …and send it after the second
+
+    hub.layer.group_send = reordering_send
+    try:
+        await db(services.create_run)(world.project, "First", ["A"], world.alice)
+        await db(services.create_run)(world.project, "Second", ["A"], world.alice)
+        events = await receive_events(comm, 2)
+        assert [e["payload"]["runName"] for e in events] == ["First", "Second"]
+    finally:
+        hub.layer.group_send = real_send
+    await comm.disconnect()
