@@ -286,7 +286,7 @@ def _triggers() -> dict[str, int]:
         "group payer",
     )
     add(_B_ACCOUNT, "account acct iban routing credit card")
-    add(_B_LICENSE, "license licence dl dea npi state passport")
+    add(_B_LICENSE, "license licence lic dl dea npi state passport")
     add(_B_CERT, "certificate cert")
     add(_B_PHONE, "phone telephone tel cell cellphone mobile ph contact call pager beeper")
     add(_B_FAX, "fax facsimile telefax")
@@ -374,7 +374,7 @@ _VIN_RE = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NPR-Z0-9]{17}(?![A-Za-z0-9])")
 _UDI_GS1_RE = re.compile(r"\(01\)\d{14}")
 
 # Context + identifier. An identifier token holds at least one digit (checked after matching).
-_ID = r"([A-Za-z0-9](?:[A-Za-z0-9]|[-/.](?=[A-Za-z0-9])){2,40})"
+_ID = r"((?:(?-i:[A-Z]{1,4})\s(?=\d))?[A-Za-z0-9](?:[A-Za-z0-9]|[-/.](?=[A-Za-z0-9])){2,40})"
 _NUMWORD = r"(?:number|num|nbr|no\.?|#|id|identifier)"
 # Optional connectors between a context word and the identifier: "MRN: A-99812",
 # "medical record #4411", "member ID is XYZ123", "policy no. 12-345".
@@ -417,7 +417,7 @@ _ACCOUNT_RE = _ctx(
 _LICENSE_RE = _ctx(
     r"(?:(?:driver'?s?|driving|medical|nursing|state|professional|pharmacy|physician|"
     r"dental|business)\s+)?licen[cs]e(?!\s+plate)(?:\s+" + _NUMWORD + r")?"
-    r"|dl\s*(?:number|no\.?|#)|dea(?:\s+(?:"
+    r"|dl\s*(?:number|no\.?|#)|lic\.?\s*(?:number|no\.?|#)|dea(?:\s+(?:"
     + _NUMWORD
     + r"|registration))?|npi(?:\s+"
     + _NUMWORD
@@ -455,7 +455,7 @@ _PLATE_RE = re.compile(
     r"(?i)(?<![\w.])(?:(?:licen[cs]e|number|registration|reg\.?|vehicle|car|tag)\s+plate"
     r"(?:\s+" + _NUMWORD + r")?|plate\s*(?:number|no\.?|#)|vehicle\s+(?:id|registration)"
     r"(?:\s+" + _NUMWORD + r")?)(?![a-z])\s*(?:[:#=]\s*)?(?:(?:is|was)\s+)?"
-    r"([A-Z0-9]{1,4}(?:[- ][A-Z0-9]{1,5})?)(?![A-Za-z0-9])"
+    r"([A-Z0-9]{1,4}[- ][A-Z0-9]{1,5}|[A-Z0-9]{2,8})(?![A-Za-z0-9])"
 )
 _SSN_CTX_RE = re.compile(
     r"(?i)(?<![\w.])(?:ssn|ss\s*#|ss\s+no\.?|social\s+security(?:\s+" + _NUMWORD + r")?"
@@ -503,6 +503,7 @@ _DATE = (
     r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})"
     r"|" + _MONTH + r"\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}"
     r"|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?" + _MONTH + r",?\s+\d{4}"
+    r"|\d{1,2}[-/ ]" + _MONTH + r"[-/ ]\d{2,4}"
     r"|" + _MONTH + r",?\s+\d{4}|\d{4}[-/]\d{1,2})(?![\d/-])"
 )
 _DATE_CTX_RE = re.compile(
@@ -514,18 +515,19 @@ _DATE_CTX_RE = re.compile(
 )
 _AGE_AFTER_RE = re.compile(
     r"(?i)(?<![\w.])(?:age|aged)\s*(?:[:=]\s*|(?:of|is|was)\s+)?(\d{2,3})(?:\.\d+)?(?![\d.]?\d)"
-    r"(?!\s*(?:\+|-|\u2013|to\b|and\b|or\b|through\b|%|plus\b|years?\s+(?:and|or)\s+(?:older|over)))"
+    r"(?!\s*(?:\+|-|\u2013|to\b|and\b|or\b|through\b|%|plus\b|years?\s+(?:and|or)\s+(?:older|over)"
+    r"|(?:days?|weeks?|months?|hours?|hrs?|minutes?|mins?|seconds?|secs?|ms|s|h|d)\b))"
 )
 _AGE_BEFORE_RE = re.compile(
-    r"(?i)(?<![\w.\-\u2013/+])(\d{2,3})\s*-?\s*(?:years?|yrs?|yo|y/o|y\.o\.?)(?:\s*-?\s*old)?"
-    r"(?:\s+of\s+age)?(?![a-z])(?!\s*(?:and|or)\s+(?:older|over|above))"
+    r"(?i)(?<![\w.\-\u2013/+])(\d{2,3})\s*-?\s*(?:(?:years?|yrs?)(?:\s*-?\s*old|\s+of\s+age)"
+    r"|(?:yo|y/o|y\.o\.?)(?:\s*-?\s*old)?)(?![a-z])(?!\s*(?:and|or)\s+(?:older|over|above))"
 )
 _AGE_NEGATING_BEFORE_RE = re.compile(
     r"(?i)(?:over|above|under|below|than|least|most|>|<|≥|≤|>=|<=|\+)\s*$"
 )
 
 # Person names in context. A name word: capitalised, letters ("Doe", "O'Brien", "Smith-Jones").
-_CAP = r"[A-Z][a-z]+(?:['\u2019-][A-Z]?[a-z]+)?"
+_CAP = r"(?:[A-Z]['\u2019])?[A-Z][a-z]+(?:[A-Z][a-z]+)?(?:['\u2019-][A-Z]?[a-z]+)?"
 _TITLE_RE = re.compile(
     r"(?<![\w.])(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|MR|MRS|MS|DR|PROF)\.|(?:Mr|Mrs|Ms|Mx|Dr|Prof))"
     r"\s+(?:[A-Z]\.\s*)?" + _CAP + r"\b"
@@ -709,6 +711,9 @@ def _ipv4_valid(match: re.Match[str]) -> bool:
     return not (values[0] == 0 or values[0] == 127)
 
 
+_VERSION_WORDS: frozenset[str] = frozenset({"v", "version", "ver", "build", "release", "rev", "oid"})
+
+
 def _ipv6_valid(candidate: str) -> bool:
     if sum(1 for group in candidate.split(":") if group) < 2:
         return False  # "::1", "x[::2]"
@@ -863,7 +868,7 @@ def _scan_numeric(text: str, bits: int, out: set[str]) -> None:
             break
     if text.count(".") >= 3:
         for match in _IPV4_RE.finditer(text):
-            if _ipv4_valid(match):
+            if _ipv4_valid(match) and _previous_word(text, match.start()) not in _VERSION_WORDS:
                 out.add(IP_ADDRESS)
                 break
     if text.count(":") >= 2:

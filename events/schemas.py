@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 from pydantic.alias_generators import to_camel
 
 
@@ -88,7 +88,14 @@ ArtifactId = Annotated[str, StringConstraints(pattern=rf"^art{_ID}$")]
 GovernanceId = Annotated[str, StringConstraints(pattern=rf"^gov{_ID}$")]
 # A staff identifier: a Django username (letters, digits and @.+-_), e.g. "admin@example.com".
 StaffId = Annotated[str, StringConstraints(pattern=r"^[\w.@+-]{1,150}$")]
-Timestamp = Annotated[str, StringConstraints(pattern=TIMESTAMP_RE.pattern)]
+def _real_moment(value: str) -> str:
+    datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: DTZ007  (raises on 2026-13-45)
+    return value
+
+
+Timestamp = Annotated[
+    str, StringConstraints(pattern=TIMESTAMP_RE.pattern), AfterValidator(_real_moment)
+]
 # Free text, only where the seed has it. Single line, bounded: a paragraph is never a status.
 ShortText = Annotated[
     str, StringConstraints(min_length=1, max_length=120, pattern=r"^[^\r\n\t\x00-\x1f]*$")

@@ -16,6 +16,8 @@ from enum import Enum
 from typing import Any, get_args
 
 from django.contrib.auth import get_user_model
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from events.schemas import (
@@ -121,6 +123,7 @@ class ObjectIdField(StrictCharField):
         super().__init__(**kwargs)
 
 
+@extend_schema_field(OpenApiTypes.DATETIME)
 class TimestampField(serializers.Field):  # type: ignore[type-arg]
     """ISO-8601 UTC with milliseconds and Z, exactly as the events carry it."""
 
