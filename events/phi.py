@@ -258,6 +258,8 @@ _B_AGE = 1 << 13
 _B_DEVICE = 1 << 14
 _B_VEHICLE = 1 << 15
 _B_BIOMETRIC = 1 << 16
+_B_PHONE_OR_FAX = _B_PHONE | _B_FAX
+_B_NAME_AGE = 1 << 17  # hints for "John Doe, 45" / "Jane Roe, 93 F"
 # Detectors that can fire on a string without any digit.
 _B_NO_DIGIT_NEEDED = _B_NAME | _B_HEALTH
 
@@ -277,6 +279,9 @@ def _triggers() -> dict[str, int]:
     )
     for word in _FIRST_NAMES | _SURNAMES:
         add(_B_NAME, word)
+    for word in _FIRST_NAMES | _SURNAMES:
+        add(_B_NAME_AGE, word)
+    add(_B_NAME_AGE, "m f male female yo y years yrs yr")
     add(_B_HEALTH, "patient pt subject participant")
     add(_B_SSN, "ssn ss social soc ssa")
     add(_B_MRN, "mrn medical med medrec hospital emr ehr chart record patient pt mr")
@@ -323,7 +328,7 @@ _TRIGGERS: dict[str, int] = _triggers()
 # --------------------------------------------------------------------------------------------
 
 _WORD_RE = re.compile(r"[a-z]+")
-_DIGIT_RE = re.compile(r"\d")
+_DIGIT_RUN_RE = re.compile(r"\d+")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_]+")
 _ISO_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?Z?")
 _GLUED_RE = re.compile(r"(?i)(mrn|ssn|dob|npi|dea|mbi|imei|vin|acct)_?(?=[A-Za-z0-9]*\d{4})")
@@ -339,6 +344,7 @@ _GLUED_CATEGORY: dict[str, str] = {
     "acct": ACCOUNT_NUMBER,
 }
 
+_GLUED_STARTS = frozenset(word[:3] for word in _GLUED_CATEGORY)
 _EMAIL_RE = re.compile(
     r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+"
     r"[A-Za-z]{2,24}(?![\w-])"
@@ -711,7 +717,9 @@ def _ipv4_valid(match: re.Match[str]) -> bool:
     return not (values[0] == 0 or values[0] == 127)
 
 
-_VERSION_WORDS: frozenset[str] = frozenset({"v", "version", "ver", "build", "release", "rev", "oid"})
+_VERSION_WORDS: frozenset[str] = frozenset(
+    {"v", "version", "ver", "build", "release", "rev", "oid"}
+)
 
 
 def _ipv6_valid(candidate: str) -> bool:
@@ -741,7 +749,7 @@ def _scan_token(text: str, out: set[str]) -> None:
     elif text.isdigit():
         if 13 <= len(text) <= 19 and _card_valid(text):
             out.add(ACCOUNT_NUMBER)
-    else:
+    elif text[:3].lower() in _GLUED_STARTS:
         match = _GLUED_RE.match(text)
         if match is not None:
             out.add(_GLUED_CATEGORY[match.group(1).lower()])
@@ -802,7 +810,7 @@ def _scan_context_ids(
             return
 
 
-def _scan_phones(text: str, bits: int, out: set[str]) -> None:
+def _scan_phones(text: str, bits: int, digits: int, out: set[str]) -> None:
     fax_spans: list[tuple[int, int]] = []
     if bits & _B_FAX:
         for match in _FAX_CTX_RE.finditer(text):
@@ -814,11 +822,12 @@ def _scan_phones(text: str, bits: int, out: set[str]) -> None:
         start, end = match.span(group)
         return all(end <= s or start >= e for s, e in fax_spans)
 
-    for match in _PHONE_US_RE.finditer(text):
-        if outside_fax(match):
-            out.add(PHONE_NUMBER)
-            return
-    if "+" in text:
+    if digits >= 10:
+        for match in _PHONE_US_RE.finditer(text):
+            if outside_fax(match):
+                out.add(PHONE_NUMBER)
+                return
+    if digits >= 8 and "+" in text:
         for match in _PHONE_INTL_RE.finditer(text):
             if 8 <= sum(c.isdigit() for c in match.group(0)) <= 15 and outside_fax(match):
                 out.add(PHONE_NUMBER)
@@ -830,67 +839,79 @@ def _scan_phones(text: str, bits: int, out: set[str]) -> None:
                 return
 
 
-def _scan_numeric(text: str, bits: int, out: set[str]) -> None:
-    """Detectors for identifiers that contain digits (the string has at least one)."""
-    for match in _SSN_SHAPE_RE.finditer(text):
-        if _ssn_valid(match.group(1), match.group(3), match.group(4)):
-            out.add(SSN)
-            break
+def _scan_state_zip(text: str, out: set[str]) -> None:
+    """A 5-digit number right after a US state ('MA 02139', 'Boise, ID 83702', 'Texas 75001')."""
+    for match in _FIVE_DIGITS_RE.finditer(text):
+        before = _STATE_BEFORE_RE.search(text, max(0, match.start() - 30), match.start())
+        if before is None:
+            continue
+        code_c, code, name = before.group("code_c"), before.group("code"), before.group("name")
+        if (code_c is not None and code_c in _US_STATE_CODES) or (
+            code is not None and code in _US_STATE_CODES and code not in _AMBIGUOUS_STATE_CODES
+        ):
+            out.add(ZIP_CODE)
+            return
+        if name is not None and (
+            name.lower() in _US_STATE_NAMES or name.split()[-1].lower() in _US_STATE_NAMES
+        ):
+            out.add(ZIP_CODE)
+            return
+
+
+def _scan_numeric(text: str, bits: int, digits: int, out: set[str]) -> None:
+    """Detectors for identifiers that contain digits.
+
+    ``digits`` counts the digits in ``text``: shapes that need more (an SSN 9, a US phone 10,
+    a ZIP 5, a card 13) are not even tried.
+    """
+    if digits >= 9:
+        for match in _SSN_SHAPE_RE.finditer(text):
+            if _ssn_valid(match.group(1), match.group(3), match.group(4)):
+                out.add(SSN)
+                break
     if bits & _B_SSN:
         for match in _SSN_CTX_RE.finditer(text):
             if _ssn_valid(match.group(1), match.group(2), match.group(3)):
                 out.add(SSN)
                 break
-    _scan_phones(text, bits, out)
-    if "-" in text and _ZIP4_RE.search(text):
-        out.add(ZIP_CODE)
+    if digits >= 10 or (digits >= 8 and "+" in text) or (digits >= 7 and bits & _B_PHONE_OR_FAX):
+        _scan_phones(text, bits, digits, out)
+    if digits >= 5:
+        if "-" in text and _ZIP4_RE.search(text):
+            out.add(ZIP_CODE)
+        else:
+            _scan_state_zip(text, out)
     if bits & _B_ZIP and _ZIP_CTX_RE.search(text):
         out.add(ZIP_CODE)
-    for match in _FIVE_DIGITS_RE.finditer(text):
-        before = _STATE_BEFORE_RE.search(text, max(0, match.start() - 30), match.start())
-        if before is None:
-            continue
-        code = before.group("code_c") or before.group("code")
-        name = before.group("name")
-        if (before.group("code_c") and code in _US_STATE_CODES) or (
-            before.group("code") and code in _US_STATE_CODES and code not in _AMBIGUOUS_STATE_CODES
-        ):
-            out.add(ZIP_CODE)
-            break
-        if name is not None and (
-            name.lower() in _US_STATE_NAMES or name.split()[-1].lower() in _US_STATE_NAMES
-        ):
-            out.add(ZIP_CODE)
-            break
-    for match in _CARD_RE.finditer(text):
-        if _card_valid(match.group(0)):
-            out.add(ACCOUNT_NUMBER)
-            break
-    if text.count(".") >= 3:
+    if digits >= 13:
+        for match in _CARD_RE.finditer(text):
+            if _card_valid(match.group(0)):
+                out.add(ACCOUNT_NUMBER)
+                break
+    if digits >= 4 and text.count(".") >= 3:
         for match in _IPV4_RE.finditer(text):
             if _ipv4_valid(match) and _previous_word(text, match.start()) not in _VERSION_WORDS:
                 out.add(IP_ADDRESS)
                 break
-    if text.count(":") >= 2:
+    colons = text.count(":")
+    if colons >= 2:
         for match in _IPV6_CANDIDATE_RE.finditer(text):
             if _ipv6_valid(match.group(0)):
                 out.add(IP_ADDRESS)
                 break
-        if text.count(":") >= 5 and _MAC_RE.search(text):
-            out.add(DEVICE_IDENTIFIER)
-    elif text.count("-") >= 5 and _MAC_RE.search(text):
+    if (colons >= 5 or text.count("-") >= 5) and _MAC_RE.search(text):
         out.add(DEVICE_IDENTIFIER)
-    if len(text) >= 17:
+    if len(text) >= 17 and digits >= 2:
         for match in _VIN_RE.finditer(text):
             if _vin_valid(match.group(0)):
                 out.add(VEHICLE_IDENTIFIER)
                 break
     if "(01)" in text and _UDI_GS1_RE.search(text):
         out.add(DEVICE_IDENTIFIER)
-    if "," in text:
-        _scan_name_age(text, out)
     if not bits:
         return
+    if bits & _B_NAME_AGE and "," in text:
+        _scan_name_age(text, out)
     if bits & _B_MRN:
         _scan_context_ids(_MRN_RE, MEDICAL_RECORD_NUMBER, text, out)
     if bits & _B_PLAN:
@@ -957,8 +978,13 @@ def _scan_into(text: str, out: set[str]) -> None:
         out.add(EMAIL_ADDRESS)
     if ("://" in text or "www." in lower) and _URL_RE.search(text):
         out.add(URL)
-    if _DIGIT_RE.search(text) is not None:
-        _scan_numeric(text, bits, out)
+    if text.isascii():
+        encoded = text.encode()
+        digits = len(encoded) - len(encoded.translate(None, b"0123456789"))
+    else:
+        digits = sum(len(run) for run in _DIGIT_RUN_RE.findall(text))
+    if digits:
+        _scan_numeric(text, bits, digits, out)
     else:
         bits &= _B_NO_DIGIT_NEEDED
     if bits & _B_NAME:
@@ -1000,47 +1026,72 @@ def _key_verdict(key: str) -> tuple[bool, tuple[str, ...]]:
     return verdict
 
 
+_Container = Mapping[Any, object] | list[object] | tuple[object, ...]
+
+
+def _visit(
+    value: object,
+    path: str,
+    allow_email: bool,
+    found: set[tuple[str, str]],
+    stack: list[tuple[_Container, str, bool | None]],
+) -> None:
+    if isinstance(value, str):
+        categories: set[str] = set()
+        _scan_into(value, categories)
+        for category in categories:
+            if not (allow_email and category == EMAIL_ADDRESS):
+                found.add((path, category))
+    elif value is None or isinstance(value, int | float):
+        return  # numbers, booleans and null carry no text
+    elif isinstance(value, Mapping):
+        stack.append((value, path + ".", allow_email))
+    elif isinstance(value, list | tuple):
+        stack.append((value, path, allow_email))
+
+
 def scan(
     payload: Mapping[str, object], *, staff_fields: frozenset[str] = STAFF_IDENTIFIER_FIELDS
 ) -> list[Finding]:
     """Scan every string in ``payload`` (values at any depth and keys); return the findings.
 
     Emails are allowed only under a top-level key in ``staff_fields``. The result is sorted by
-    (path, category), deduplicated, and empty when the payload is clean.
+    (path, category), deduplicated, and empty when the payload is clean. Only JSON shapes are
+    walked (mappings, lists, tuples, str, numbers, bool, None); other objects are ignored.
     """
     found: set[tuple[str, str]] = set()
-    # (value, path, emails allowed)
-    stack: list[tuple[object, str, bool]] = []
-
-    def visit_mapping(mapping: Mapping[Any, object], prefix: str, staff: bool | None) -> None:
-        for index, (key, value) in enumerate(mapping.items()):
-            allow = staff if staff is not None else key in staff_fields
-            if isinstance(key, str):
-                safe, categories = _key_verdict(key)
-                path = prefix + (key if safe else f"<key#{index}>")
+    # Containers still to visit: (container, path prefix, emails allowed - None at the top).
+    # An explicit stack, so that a deeply nested payload cannot exhaust the recursion limit.
+    stack: list[tuple[_Container, str, bool | None]] = [(payload, "", None)]
+    scratch: set[str] = set()
+    while stack:
+        container, prefix, staff = stack.pop()
+        if isinstance(container, Mapping):
+            for index, (key, value) in enumerate(container.items()):
+                verdict = _KEY_CACHE.get(key) if type(key) is str else None
+                if verdict is None:
+                    verdict = _key_verdict(key) if isinstance(key, str) else (False, ())
+                    if not verdict[0] and (key is None or isinstance(key, int | float)):
+                        verdict = (True, ())  # a number as a key: shown as is
+                safe, categories = verdict
+                path = prefix + str(key) if safe else f"{prefix}<key#{index}>"
+                kind = type(value)
+                if not categories:
+                    if kind is int or kind is float or kind is bool or value is None:
+                        continue
+                    if kind is str and isinstance(value, str):
+                        _scan_into(value, scratch)
+                        if not scratch:
+                            continue
+                        categories = tuple(scratch)
+                        scratch.clear()
+                        value = None
+                allow = (key in staff_fields) if staff is None else staff
                 for category in categories:
                     if not (allow and category == EMAIL_ADDRESS):
                         found.add((path, category))
-            elif isinstance(key, int | float | bool) or key is None:
-                path = prefix + str(key)
-            else:
-                path = prefix + f"<key#{index}>"
-            stack.append((value, path, allow))
-
-    visit_mapping(payload, "", None)
-    while stack:
-        value, path, allow = stack.pop()
-        if isinstance(value, str):
-            categories: set[str] = set()
-            _scan_into(value, categories)
-            for category in categories:
-                if not (allow and category == EMAIL_ADDRESS):
-                    found.add((path, category))
-        elif value is None or isinstance(value, int | float):
-            continue  # numbers, booleans and null carry no text
-        elif isinstance(value, Mapping):
-            visit_mapping(value, path + ".", allow)
-        elif isinstance(value, list | tuple):
-            for index, item in enumerate(value):
-                stack.append((item, f"{path}[{index}]", allow))
+                _visit(value, path, allow, found, stack)
+        else:
+            for index, value in enumerate(container):
+                _visit(value, f"{prefix}[{index}]", staff is True, found, stack)
     return [Finding(path, category) for path, category in sorted(found)]

@@ -32,7 +32,12 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db.models import Max
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -59,7 +64,7 @@ _INT_RE = re.compile(r"^[0-9]{1,19}$")
 
 
 class EventsView(APIView):
-    renderer_classes: ClassVar[list[Any]] = [JSONRenderer]
+    renderer_classes: Any = [JSONRenderer]
 
 
 # --- history -------------------------------------------------------------------------------
@@ -159,7 +164,7 @@ class EventListView(EventsView):
 
 
 class SocketTokenView(EventsView):
-    permission_classes: ClassVar[list[Any]] = [IsAuthenticated]
+    permission_classes: Any = [IsAuthenticated]
 
     @extend_schema(
         request=None,
@@ -193,7 +198,7 @@ def _redis_client() -> Any:
     import redis  # only needed when REDIS_URL is set
 
     return redis.Redis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2, decode_responses=False
+        str(settings.REDIS_URL), socket_connect_timeout=2, socket_timeout=2, decode_responses=False
     )
 
 
@@ -225,7 +230,7 @@ def cluster_stats() -> dict[str, Any]:
                 part = json.loads(raw) if raw is not None else None
             except Exception:  # a key of another type (WRONGTYPE), bad JSON, bad encoding
                 part = None
-            if not _valid_part(part):
+            if not isinstance(part, dict) or not _valid_part(part):
                 skipped += 1
                 continue
             candidate = copy.deepcopy(total)
@@ -242,7 +247,7 @@ def cluster_stats() -> dict[str, Any]:
 
 
 class SocketStatsView(EventsView):
-    permission_classes: ClassVar[list[Any]] = [IsAdminUser]
+    permission_classes: Any = [IsAdminUser]
 
     @extend_schema(
         responses={

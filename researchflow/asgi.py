@@ -13,8 +13,11 @@ django_asgi_app = get_asgi_application()  # sets up Django before the consumer i
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from events import daphne_compat  # noqa: E402
 from events.routing import websocket_urlpatterns  # noqa: E402
 from events.security import OriginPolicyMiddleware  # noqa: E402
+
+daphne_compat.install()
 
 application = ProtocolTypeRouter(
     {

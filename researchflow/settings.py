@@ -178,6 +178,7 @@ INSTALLED_APPS = [
     "channels",
     "events",
     "runs",
+    "web",
 ]
 
 MIDDLEWARE = [

@@ -8,4 +8,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("runs.api.urls")),
     path("api/", include("events.urls")),
+    path("", include("events.ops_urls")),
+    path("", include("web.urls")),
 ]

@@ -38,7 +38,7 @@ def single_line(value: Any) -> None:
 
 @deconstructible
 class PhiSafe:
-    """Refuse text in which the PHI guard finds identifiers; the message names the categories.
+    """Refuse text in which the PHI scanner finds identifiers; the message names the categories.
 
     Fails closed: if the scanner itself breaks on some input, the text is refused rather than
     let through unchecked (the bus would scan it again, but a 400 here is the clearer answer).
@@ -57,14 +57,15 @@ class PhiSafe:
         except Exception as exc:
             logger.warning("PHI scan of %s failed (%s); refusing it", self.field_name, type(exc))
             raise ValidationError(
-                f"{self.field_name} could not be checked for PHI; use plain text", code=self.code
+                "could not be checked for PHI; use plain text", code=self.code
             ) from None
         if findings:
             categories = ", ".join(sorted(set(findings)))
             logger.info("refused %s: possible PHI (%s)", self.field_name, categories)
+            # The error is reported under the field's own key (or next to it in a form), so
+            # the message need not repeat the name; the log line does.
             raise ValidationError(
-                f"{self.field_name} contains possible PHI ({categories}); "
-                "remove patient identifiers",
+                f"contains possible PHI ({categories}); remove patient identifiers",
                 code=self.code,
             )
 
@@ -76,5 +77,9 @@ class PhiSafe:
 
 
 def phi_safe(field_name: str) -> PhiSafe:
-    """A validator refusing PHI in `field_name` (the name appears in the error message)."""
+    """A validator refusing PHI in `field_name`.
+
+    The error goes under the field's key (API) or next to the field (admin) and names the
+    categories; `field_name` names the field in the log line.
+    """
     return PhiSafe(field_name)

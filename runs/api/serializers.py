@@ -124,7 +124,7 @@ class ObjectIdField(StrictCharField):
 
 
 @extend_schema_field(OpenApiTypes.DATETIME)
-class TimestampField(serializers.Field):  # type: ignore[type-arg]
+class TimestampField(serializers.Field):
     """ISO-8601 UTC with milliseconds and Z, exactly as the events carry it."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -143,19 +143,20 @@ class BlankAsNullField(serializers.CharField):
         kwargs.setdefault("allow_null", True)
         super().__init__(**kwargs)
 
-    def to_representation(self, value: Any) -> str | None:
-        return str(value) if value else None
+    def to_representation(self, value: Any) -> str:
+        # The base class promises str; JSON null is what a client should see for "no code".
+        return str(value) if value else None  # type: ignore[return-value]
 
 
 # --- output --------------------------------------------------------------------------------
 
 
-class MemberSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class MemberSerializer(serializers.Serializer):
     username = serializers.CharField(source="user.username", read_only=True)
     role = serializers.CharField(read_only=True)
 
 
-class ProjectSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ProjectSerializer(serializers.Serializer):
     id = serializers.CharField(read_only=True)
     name = serializers.CharField(read_only=True)
     createdAt = TimestampField(source="created_at")
@@ -172,7 +173,7 @@ class ProjectDetailSerializer(ProjectSerializer):
     members = MemberSerializer(source="memberships", many=True, read_only=True)
 
 
-class StageSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class StageSerializer(serializers.Serializer):
     id = serializers.CharField(read_only=True)
     runId = serializers.CharField(source="run_id", read_only=True)
     stageIndex = serializers.IntegerField(source="position", read_only=True)
@@ -189,7 +190,7 @@ class StageSerializer(serializers.Serializer):  # type: ignore[type-arg]
     errorCode = BlankAsNullField(source="error_code")
 
 
-class ArtifactSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ArtifactSerializer(serializers.Serializer):
     id = serializers.CharField(read_only=True)
     runId = serializers.CharField(source="run_id", read_only=True)
     stageId = serializers.CharField(source="stage_id", read_only=True, allow_null=True)
@@ -201,7 +202,7 @@ class ArtifactSerializer(serializers.Serializer):  # type: ignore[type-arg]
     createdAt = TimestampField(source="created_at")
 
 
-class ApprovalSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ApprovalSerializer(serializers.Serializer):
     id = serializers.CharField(read_only=True)
     runId = serializers.CharField(source="run_id", read_only=True)
     governanceType = serializers.CharField(source="governance_type", read_only=True)
@@ -221,7 +222,7 @@ class ApprovalSerializer(serializers.Serializer):  # type: ignore[type-arg]
         return approval.decided_by.get_username() if approval.decided_by else None
 
 
-class RunSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RunSerializer(serializers.Serializer):
     id = serializers.CharField(read_only=True)
     projectId = serializers.CharField(source="project_id", read_only=True)
     name = serializers.CharField(read_only=True)
@@ -245,21 +246,23 @@ class RunDetailSerializer(RunSerializer):
 # --- input ---------------------------------------------------------------------------------
 
 
-class TokenRequestSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class TokenRequestSerializer(serializers.Serializer):
     username = StrictCharField(max_length=150)
     password = StrictCharField(max_length=4096, trim_whitespace=False)
 
 
-class TokenSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class TokenSerializer(serializers.Serializer):
     token = serializers.CharField(read_only=True)
 
 
-class ProjectCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ProjectCreateSerializer(serializers.Serializer):
     # A project name never reaches an event, so it is not PHI-scanned; it is still one line.
-    name = StrictCharField(max_length=Project._meta.get_field("name").max_length, validators=[single_line])
+    name = StrictCharField(
+        max_length=Project._meta.get_field("name").max_length, validators=[single_line]
+    )
 
 
-class MemberInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class MemberInputSerializer(serializers.Serializer):
     username = StrictCharField(max_length=150)
     role = StrictChoiceField([r.value for r in Role])
 
@@ -270,11 +273,13 @@ class MemberInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
         return user
 
 
-class RunCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RunCreateSerializer(serializers.Serializer):
     projectId = ObjectIdField()
     name = LabelField(phi_field="name", max_length=Run._meta.get_field("name").max_length)
     stages = serializers.ListField(
-        child=LabelField(phi_field="stage name", max_length=Stage._meta.get_field("name").max_length),
+        child=LabelField(
+            phi_field="stage name", max_length=Stage._meta.get_field("name").max_length
+        ),
         min_length=1,
         max_length=MAX_STAGES,
         help_text=f"Stage names in order, 1 to {MAX_STAGES}",
@@ -288,21 +293,23 @@ class RunCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     )
 
 
-class RunFailSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RunFailSerializer(serializers.Serializer):
     errorCode = StrictChoiceField(ErrorCode)
     failedStageId = ObjectIdField(required=False, allow_null=True)
 
 
-class StageFailSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class StageFailSerializer(serializers.Serializer):
     errorCode = StrictChoiceField(ErrorCode)
 
 
-class ProgressSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ProgressSerializer(serializers.Serializer):
     progress = StrictIntegerField(min_value=0, max_value=100)
     itemsProcessed = StrictIntegerField(
         min_value=0, max_value=MAX_COUNT, required=False, allow_null=True
     )
-    itemsTotal = StrictIntegerField(min_value=0, max_value=MAX_COUNT, required=False, allow_null=True)
+    itemsTotal = StrictIntegerField(
+        min_value=0, max_value=MAX_COUNT, required=False, allow_null=True
+    )
     statusMessage = LabelField(
         phi_field="statusMessage",
         max_length=Stage._meta.get_field("status_message").max_length,
@@ -312,7 +319,7 @@ class ProgressSerializer(serializers.Serializer):  # type: ignore[type-arg]
     )
 
 
-class ArtifactCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ArtifactCreateSerializer(serializers.Serializer):
     kind = StrictCharField(
         max_length=Artifact._meta.get_field("kind").max_length,
         help_text="lower-case identifier, e.g. `dataset`, `report`, `figure`",
@@ -345,7 +352,7 @@ class ArtifactCreateSerializer(serializers.Serializer):  # type: ignore[type-arg
         return value
 
 
-class ApprovalCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ApprovalCreateSerializer(serializers.Serializer):
     governanceType = StrictChoiceField(GovernanceType)
     priority = StrictChoiceField(Priority, required=False, default=Priority.MEDIUM.value)
     assignedTo = serializers.ListField(
@@ -357,5 +364,5 @@ class ApprovalCreateSerializer(serializers.Serializer):  # type: ignore[type-arg
     )
 
 
-class DecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class DecisionSerializer(serializers.Serializer):
     reasonCode = StrictChoiceField(ReasonCode, required=False, allow_null=True)

@@ -104,7 +104,7 @@ class ApiView(APIView):
     renderer_classes = [JSONRenderer]
 
 
-def _body(request: Request, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:  # type: ignore[type-arg]
+def _body(request: Request, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -112,7 +112,7 @@ def _body(request: Request, serializer_class: type[serializers.Serializer]) -> d
 
 def _optional_body(
     request: Request,
-    serializer_class: type[serializers.Serializer],  # type: ignore[type-arg]
+    serializer_class: type[serializers.Serializer],
 ) -> dict[str, Any]:
     """For endpoints whose body is optional: no body is `{}`."""
     data = {} if request.data is None else request.data
@@ -220,8 +220,8 @@ def _approval_data(approval_id: str) -> dict[str, Any]:
 class TokenView(ApiView):
     """DRF's ObtainAuthToken, JSON only: `{"username", "password"}` → `{"token"}`."""
 
-    authentication_classes: ClassVar[list[Any]] = []  # no session → no CSRF on this POST
-    permission_classes: ClassVar[list[Any]] = []
+    authentication_classes: Any = []  # no session → no CSRF on this POST
+    permission_classes: Any = []
 
     @extend_schema(
         request=s.TokenRequestSerializer,
@@ -555,4 +555,3 @@ class ApprovalGrantView(_DecisionView):
 
 class ApprovalDenyView(_DecisionView):
     granted = False
-
