@@ -1,0 +1,77 @@
+"""The AsyncAPI document and JSON Schemas stay in sync with the models and the consumer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import pytest
+
+from events.asyncapi import (
+    CLIENT_MESSAGES,
+    SERVER_MESSAGES,
+    asyncapi_document,
+    event_json_schema,
+)
+from events.consumers import _HANDLERS
+from events.schemas import EVENT_TYPES, PAYLOAD_MODELS
+from tests.test_schemas import VALID
+
+
+def test_it_describes_every_client_message_the_consumer_handles() -> None:
+    assert set(CLIENT_MESSAGES) == set(_HANDLERS)
+
+
+def test_it_describes_every_event_type_with_the_models_schema() -> None:
+    doc = asyncapi_document()
+    messages = doc["components"]["messages"]
+    for event_type, model in PAYLOAD_MODELS.items():
+        message = messages["event_" + event_type.replace(".", "_")]
+        assert message["name"] == event_type
+        ref = message["payload"]["properties"]["payload"]["$ref"]
+        schema = doc["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+        own = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        # Shared definitions (the enums) are hoisted to components; the rest is identical.
+        assert schema == {k: v for k, v in own.items() if k != "$defs"}
+        for name, definition in own.get("$defs", {}).items():
+            assert doc["components"]["schemas"][name] == definition
+
+
+def test_it_is_an_asyncapi_3_document_whose_references_resolve() -> None:
+    doc = asyncapi_document()
+    assert doc["asyncapi"] == "3.0.0"
+    assert doc["channels"]["ws"]["address"] == "/ws"
+
+    def refs(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+            return found + [r for v in node.values() for r in refs(v)]
+        if isinstance(node, list):
+            return [r for v in node for r in refs(v)]
+        return []
+
+    for ref in refs(doc):
+        assert ref.startswith("#/")
+        target: Any = doc
+        for part in ref[2:].split("/"):
+            target = target[part]
+        assert target is not None
+    names = {m["name"] for m in doc["components"]["messages"].values()}
+    assert names >= set(EVENT_TYPES) | set(SERVER_MESSAGES) | set(CLIENT_MESSAGES)
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_the_json_schema_accepts_valid_events_and_refuses_invalid_ones(event_type: str) -> None:
+    schema = event_json_schema(event_type)
+    validator = jsonschema.Draft202012Validator(schema)
+    event = {"id": 1, "type": event_type, "timestamp": "2026-01-28T20:30:00.000Z"}
+    validator.validate({**event, "payload": VALID[event_type]})
+    assert not validator.is_valid({**event, "payload": {**VALID[event_type], "mrn": "123"}})
+    assert not validator.is_valid({**event, "type": "run.exploded", "payload": VALID[event_type]})
+
+
+@pytest.mark.django_db
+def test_it_is_served_at_api_asyncapi_json(client: Any) -> None:
+    response = client.get("/api/asyncapi.json")
+    assert response.status_code == 200
+    assert response.json() == asyncapi_document()
