@@ -83,7 +83,9 @@ class Standing:
     projects: frozenset[str]
 
 
-def recheck(user_ids: Iterable[int], token_keys: Iterable[str]) -> tuple[dict[int, Standing], set[str]]:
+def recheck(
+    user_ids: Iterable[int], token_keys: Iterable[str]
+) -> tuple[dict[int, Standing], set[str]]:
     """One batch of queries re-reading the standing of every user with an open socket.
 
     Returns each user's standing and the subset of the given REST token keys still valid.

@@ -170,7 +170,11 @@ def event_json_schema(event_type: str) -> dict[str, Any]:
 def _rewrite_refs(node: Any, prefix: str) -> Any:
     if isinstance(node, dict):
         return {
-            k: (prefix + v.rsplit("/", 1)[-1] if k == "$ref" and isinstance(v, str) else _rewrite_refs(v, prefix))
+            k: (
+                prefix + v.rsplit("/", 1)[-1]
+                if k == "$ref" and isinstance(v, str)
+                else _rewrite_refs(v, prefix)
+            )
             for k, v in node.items()
         }
     if isinstance(node, list):
@@ -186,8 +190,7 @@ def asyncapi_document() -> dict[str, Any]:
         messages[f"client_{_message_name(msg_type)}"] = {
             "name": msg_type,
             "title": f"Client → server: {msg_type}",
-            "payload": _envelope(msg_type, payload, event=False)
-            | {"required": ["type"]},
+            "payload": _envelope(msg_type, payload, event=False) | {"required": ["type"]},
         }
     for msg_type, payload in SERVER_MESSAGES.items():
         messages[f"server_{_message_name(msg_type)}"] = {

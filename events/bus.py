@@ -69,7 +69,12 @@ class LoggedEvent:
         return CATEGORY_OF[self.type]
 
     def envelope(self) -> dict[str, Any]:
-        return {"id": self.id, "type": self.type, "timestamp": self.timestamp, "payload": self.payload}
+        return {
+            "id": self.id,
+            "type": self.type,
+            "timestamp": self.timestamp,
+            "payload": self.payload,
+        }
 
     def to_message(self) -> dict[str, Any]:
         """The channel-layer message: the pre-encoded frame plus what routing needs."""

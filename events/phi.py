@@ -278,9 +278,7 @@ def _triggers() -> dict[str, int]:
         "kin nok name named surname aka alias",
     )
     for word in _FIRST_NAMES | _SURNAMES:
-        add(_B_NAME, word)
-    for word in _FIRST_NAMES | _SURNAMES:
-        add(_B_NAME_AGE, word)
+        add(_B_NAME | _B_NAME_AGE, word)
     add(_B_NAME_AGE, "m f male female yo y years yrs yr")
     add(_B_HEALTH, "patient pt subject participant")
     add(_B_SSN, "ssn ss social soc ssa")
@@ -746,7 +744,7 @@ def _scan_token(text: str, out: set[str]) -> None:
     """A plain token ([A-Za-z0-9_]+): an id, an enum, a username. Few detectors can fire."""
     if len(text) == 17 and text.isupper() and _vin_valid(text):
         out.add(VEHICLE_IDENTIFIER)
-    elif text.isdigit():
+    if text.isdigit():
         if 13 <= len(text) <= 19 and _card_valid(text):
             out.add(ACCOUNT_NUMBER)
     elif text[:3].lower() in _GLUED_STARTS:

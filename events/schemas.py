@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationError,
+)
 from pydantic.alias_generators import to_camel
 
 
@@ -88,8 +96,10 @@ ArtifactId = Annotated[str, StringConstraints(pattern=rf"^art{_ID}$")]
 GovernanceId = Annotated[str, StringConstraints(pattern=rf"^gov{_ID}$")]
 # A staff identifier: a Django username (letters, digits and @.+-_), e.g. "admin@example.com".
 StaffId = Annotated[str, StringConstraints(pattern=r"^[\w.@+-]{1,150}$")]
+
+
 def _real_moment(value: str) -> str:
-    datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: DTZ007  (raises on 2026-13-45)
+    datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
     return value
 
 

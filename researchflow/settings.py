@@ -73,7 +73,7 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY: required when DEBUG is off")
     # Development only: a fixed key so sessions survive restarts of `make run`.
-    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
+    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
 
 PORT = envint("PORT", 3001, minimum=1, maximum=65535)
 
@@ -119,7 +119,9 @@ def _database_config() -> dict[str, object]:
         # threads and WAL behave as in production, unlike a shared-cache in-memory database.
         config["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
         if config.get("NAME") in ("", ":memory:"):
-            raise ImproperlyConfigured("DATABASE_URL: an in-memory SQLite database cannot be shared")
+            raise ImproperlyConfigured(
+                "DATABASE_URL: an in-memory SQLite database cannot be shared"
+            )
     else:
         config["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 60)
         config["CONN_HEALTH_CHECKS"] = True
@@ -233,7 +235,9 @@ WHITENOISE_AUTOREFRESH = DEBUG
 SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_PROXY", False) else None
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_PROXY", False) else None
+)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 

@@ -66,13 +66,13 @@ class Project(models.Model):
     class Meta:
         ordering = ["name", "id"]
 
+    def __str__(self) -> str:
+        return self.name
+
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self.id:
             self.id = new_id("prj")
         super().save(*args, **kwargs)
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class Membership(models.Model):
@@ -138,6 +138,9 @@ class TrackedModel(models.Model):
 
 class Run(TrackedModel):
     TRACKED = ("status",)
+    # Transient hints from runs/services.py to the event receivers (not columns).
+    planned_stage_count: int | None = None
+    failed_stage_id: str | None = None
 
     id = _id_field(new_run_id)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
@@ -223,6 +226,7 @@ class Approval(TrackedModel):
     """A governance request a run waits on (PHI scan, ethics review, ...)."""
 
     TRACKED = ("status",)
+    pending_assignees: list[Any] | None = None  # transient: written to M2M after the save
 
     id = _id_field(new_governance_id)
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
@@ -248,19 +252,19 @@ class Approval(TrackedModel):
     class Meta:
         ordering = ["run_id", "requested_at", "id"]
 
+    def __str__(self) -> str:
+        return f"{self.governance_type} ({self.status})"
+
     def save(self, *args: Any, **kwargs: Any) -> None:
-        assignees = getattr(self, "pending_assignees", None)
+        assignees = self.pending_assignees
         super().save(*args, **kwargs)
         if assignees is not None:
             self.assigned_to.set(assignees)
-            del self.pending_assignees
+            self.pending_assignees = None
 
     def assignee_usernames(self) -> list[str]:
         """Assignees as the event names them (also before the M2M rows are written)."""
-        pending = getattr(self, "pending_assignees", None)
+        pending = self.pending_assignees
         if pending is not None:
             return sorted(user.get_username() for user in pending)
         return sorted(self.assigned_to.values_list("username", flat=True))
-
-    def __str__(self) -> str:
-        return f"{self.governance_type} ({self.status})"

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
@@ -94,9 +93,7 @@ def remove_member(project: Project, user: User) -> None:
 
 
 def _has_other_owner(project: Project, user: User) -> bool:
-    return (
-        Membership.objects.filter(project=project, role=Role.OWNER).exclude(user=user).exists()
-    )
+    return Membership.objects.filter(project=project, role=Role.OWNER).exclude(user=user).exists()
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -335,7 +332,7 @@ def decide_approval(
     return approval
 
 
-def membership_role(project: Project | str, user: AbstractBaseUser | Any) -> str | None:
+def membership_role(project: Project | str, user: Any) -> str | None:
     """The user's role in the project, or None. Staff are treated as owners everywhere."""
     if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
         return None

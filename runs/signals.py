@@ -42,7 +42,7 @@ def run_saved(sender: type[Run], instance: Run, created: bool, **kwargs: Any) ->
         )
     if previous != instance.status or created:
         if instance.status == RunStatus.RUNNING:
-            data = {**base, "startedAt": iso_timestamp(instance.started_at)}
+            data: dict[str, Any] = {**base, "startedAt": iso_timestamp(instance.started_at)}
             if instance.estimated_duration is not None:
                 data["estimatedDuration"] = instance.estimated_duration
             broadcaster.broadcast_run_started(data)
@@ -52,9 +52,7 @@ def run_saved(sender: type[Run], instance: Run, created: bool, **kwargs: Any) ->
                     **base,
                     "completedAt": iso_timestamp(instance.finished_at),
                     "durationMs": _ms(instance.started_at, instance.finished_at),
-                    "stagesCompleted": instance.stages.filter(
-                        status=StageStatus.COMPLETED
-                    ).count(),
+                    "stagesCompleted": instance.stages.filter(status=StageStatus.COMPLETED).count(),
                     "artifactsGenerated": instance.artifacts.count(),
                 }
             )
@@ -64,7 +62,7 @@ def run_saved(sender: type[Run], instance: Run, created: bool, **kwargs: Any) ->
                 "failedAt": iso_timestamp(instance.finished_at),
                 "errorCode": instance.error_code or "INTERNAL_ERROR",
             }
-            failed_stage = getattr(instance, "failed_stage_id", None)
+            failed_stage = instance.failed_stage_id
             if failed_stage:
                 data["failedStageId"] = failed_stage
             broadcaster.broadcast_run_failed(data)
@@ -105,9 +103,13 @@ def stage_saved(sender: type[Stage], instance: Stage, created: bool, **kwargs: A
                 "errorCode": instance.error_code or "INTERNAL_ERROR",
             }
         )
-    elif not status_changed and instance.status == StageStatus.RUNNING and any(
-        instance.previous(name) != getattr(instance, name)
-        for name in ("progress", "items_processed", "items_total", "status_message")
+    elif (
+        not status_changed
+        and instance.status == StageStatus.RUNNING
+        and any(
+            instance.previous(name) != getattr(instance, name)
+            for name in ("progress", "items_processed", "items_total", "status_message")
+        )
     ):
         data: dict[str, Any] = {**base, "progress": instance.progress}
         if instance.status_message:
@@ -121,7 +123,9 @@ def stage_saved(sender: type[Stage], instance: Stage, created: bool, **kwargs: A
 
 
 @receiver(post_save, sender=Artifact, dispatch_uid="runs.artifact_saved")
-def artifact_saved(sender: type[Artifact], instance: Artifact, created: bool, **kwargs: Any) -> None:
+def artifact_saved(
+    sender: type[Artifact], instance: Artifact, created: bool, **kwargs: Any
+) -> None:
     if not created:
         return
     data: dict[str, Any] = {
@@ -140,7 +144,9 @@ def artifact_saved(sender: type[Artifact], instance: Artifact, created: bool, **
 
 
 @receiver(post_save, sender=Approval, dispatch_uid="runs.approval_saved")
-def approval_saved(sender: type[Approval], instance: Approval, created: bool, **kwargs: Any) -> None:
+def approval_saved(
+    sender: type[Approval], instance: Approval, created: bool, **kwargs: Any
+) -> None:
     base = {
         "runId": instance.run_id,
         "projectId": instance.run.project_id,

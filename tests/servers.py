@@ -33,7 +33,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -66,8 +68,17 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (scripts/system-deps.sh installs it)")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -106,19 +117,44 @@ class PostgresServer:
         pwfile.write_text("rf\n")
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "rf", "--pwfile",
-                  str(pwfile), "-A", "md5", "--no-sync")
         self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.dir / "log"),
-            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "rf",
+            "--pwfile",
+            str(pwfile),
+            "-A",
+            "md5",
+            "--no-sync",
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-w",
+            "-l",
+            str(self.dir / "log"),
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             "start",
         )
         env = dict(os.environ, PGPASSWORD="rf")
         subprocess.run(
-            [str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "rf",
-             "researchflow"],
-            check=True, env=env,
+            [
+                str(self.bin / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "rf",
+                "researchflow",
+            ],
+            check=True,
+            env=env,
         )
         return self
 
@@ -164,8 +200,12 @@ class AppServer:
 
     def manage(self, *args: str, timeout: float = 120) -> str:
         done = subprocess.run(
-            [PYTHON, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-            text=True, timeout=timeout,
+            [PYTHON, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if done.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} failed: {done.stderr[-2000:]}")
@@ -181,7 +221,11 @@ class AppServer:
             cmd += ["--workers", str(self.workers)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                cmd + self.extra_args, cwd=ROOT, env=self.env, stdout=log, stderr=log,
+                cmd + self.extra_args,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
                 start_new_session=True,
             )
         wait_for_port(self.port, 30, self.proc)
@@ -210,12 +254,16 @@ class AppServer:
         req.add_header("Content-Type", "application/json")
         if token:
             req.add_header("Authorization", f"Token {token}")
-        with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(req, timeout=15) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None
 
     def token(self, username: str, password: str) -> str:
-        return str(self.api("POST", "/api/auth/token/", {"username": username, "password": password})["token"])
+        return str(
+            self.api("POST", "/api/auth/token/", {"username": username, "password": password})[
+                "token"
+            ]
+        )
 
 
 DEMO_PASSWORDS = {"admin": "admin-dev-pass", "alice": "alice-dev-pass", "bob": "bob-dev-pass"}

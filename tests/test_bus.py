@@ -79,10 +79,13 @@ def test_a_rolled_back_change_leaves_no_event(
     got, listen = received
     listen("jobs")
     before = Event.objects.count()
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        with pytest.raises(RuntimeError), transaction.atomic():
-            services.start_run(run.pk)
-            raise RuntimeError("boom")
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        services.start_run(run.pk)
+        raise RuntimeError("boom")
     assert callbacks == []
     assert Event.objects.count() == before
     assert got == []

@@ -24,7 +24,13 @@ STG = "stg_" + "c" * 20
 ART = "art_" + "d" * 20
 GOV = "gov_" + "e" * 20
 TS = "2026-01-28T20:30:00.000Z"
-STAGE = {"runId": RUN, "projectId": PRJ, "stageId": STG, "stageName": "Data Ingestion", "stageIndex": 0}
+STAGE = {
+    "runId": RUN,
+    "projectId": PRJ,
+    "stageId": STG,
+    "stageName": "Data Ingestion",
+    "stageIndex": 0,
+}
 
 # The seed's examples, with its ids replaced by ours.
 VALID: dict[str, dict[str, Any]] = {
@@ -248,4 +254,4 @@ def test_it_formats_timestamps_with_milliseconds_and_z() -> None:
     assert iso_timestamp(moment) == "2026-01-28T20:30:00.123Z"
     assert iso_timestamp(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000Z"
     with pytest.raises(ValueError):
-        iso_timestamp(datetime(2026, 1, 1))  # noqa: DTZ001
+        iso_timestamp(datetime(2026, 1, 1))

@@ -45,13 +45,19 @@ def test_a_whole_lifecycle_emits_every_event_once_in_order(world: Any, run: Any)
     services.report_progress(ingest.pk, 50, 500, 1000, "Processing 500 of 1000 rows")
     services.complete_stage(ingest.pk)
     services.add_artifact(
-        run.pk, kind="table", name="summary.csv", size_bytes=10, content_type="text/csv",
+        run.pk,
+        kind="table",
+        name="summary.csv",
+        size_bytes=10,
+        content_type="text/csv",
         stage_id=ingest.pk,
     )
     approval = services.request_approval(
         run.pk, governance_type="EXPORT_REVIEW", priority="LOW", assigned_to=[world.bob]
     )
-    services.decide_approval(approval.pk, granted=True, decided_by=world.bob, reason_code="MEETS_POLICY")
+    services.decide_approval(
+        approval.pk, granted=True, decided_by=world.bob, reason_code="MEETS_POLICY"
+    )
     services.start_stage(model.pk)
     services.complete_stage(model.pk)
     services.complete_run(run.pk)
@@ -138,7 +144,11 @@ def _approval_id(r: Any) -> str:
 # (label, legal set-up, the illegal step)
 ILLEGAL = [
     ("complete a run that never started", _nothing, lambda r, s, w: services.complete_run(r.pk)),
-    ("start a run twice", lambda r, s, w: services.start_run(r.pk), lambda r, s, w: services.start_run(r.pk)),
+    (
+        "start a run twice",
+        lambda r, s, w: services.start_run(r.pk),
+        lambda r, s, w: services.start_run(r.pk),
+    ),
     ("start a stage of a created run", _nothing, lambda r, s, w: services.start_stage(s.pk)),
     (
         "progress going back",
@@ -221,11 +231,17 @@ def test_an_illegal_transition_is_refused_and_changes_nothing(
         ("progress over 100", lambda s: services.report_progress(s.pk, 101), "progress"),
         ("negative progress", lambda s: services.report_progress(s.pk, -1), "progress"),
         ("progress as text", lambda s: services.report_progress(s.pk, "5"), "progress"),  # type: ignore[arg-type]
-        ("processed over total", lambda s: services.report_progress(s.pk, 5, 11, 10), "itemsProcessed"),
+        (
+            "processed over total",
+            lambda s: services.report_progress(s.pk, 5, 11, 10),
+            "itemsProcessed",
+        ),
         ("unknown error code", lambda s: services.fail_stage(s.pk, "EXPLODED"), "errorCode"),
     ],
 )
-def test_bad_values_are_refused_naming_the_field(run: Any, label: str, action: Any, field: str) -> None:
+def test_bad_values_are_refused_naming_the_field(
+    run: Any, label: str, action: Any, field: str
+) -> None:
     stage = run.stages.get(position=0)
     services.start_run(run.pk)
     services.start_stage(stage.pk)
@@ -258,3 +274,33 @@ def test_a_project_keeps_an_owner(world: Any) -> None:
         services.remove_member(world.project, world.alice)
     with pytest.raises(TransitionError):
         services.set_member(world.project, world.alice, "viewer")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_transitions_on_one_run_are_serialised(world: Any) -> None:
+    import threading
+
+    from django.db import connection
+
+    run = services.create_run(world.project, "Raced", ["a"], world.alice)
+    mark = head()
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def contender() -> None:
+        barrier.wait()
+        try:
+            services.start_run(run.pk)
+            outcomes.append("started")
+        except TransitionError:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=contender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == ["refused", "refused", "refused", "started"]
+    assert [kind for kind, _ in emitted(mark)] == ["run.started"]

@@ -123,7 +123,11 @@ async def test_it_refuses_a_run_outside_the_given_project(world: Any) -> None:
     run = await db(services.create_run)(other, "R", ["x"], world.alice)
     comm, _ = await open_socket()
     reply = await request(
-        comm, "auth", token=await db(token_for)(world.alice), projectId=world.project.pk, runId=run.pk
+        comm,
+        "auth",
+        token=await db(token_for)(world.alice),
+        projectId=world.project.pk,
+        runId=run.pk,
     )
     assert reply["type"] == "auth.failed"
     await comm.disconnect()
@@ -236,7 +240,7 @@ async def test_it_caps_session_sockets_at_connect(world: Any, settings: Any) -> 
     settings.WS_MAX_CONNECTIONS_PER_USER = 1
     cookie = await session_cookie(world.bob)
     first, _ = await open_socket(cookie=cookie)
-    second, hello = await open_socket(cookie=cookie)
+    second, _ = await open_socket(cookie=cookie)
     reason = await second.receive_json_from(timeout=3)
     assert reason["payload"]["details"]["code"] == "too_many_connections"
     assert await second.receive_output(timeout=3) == {"type": "websocket.close", "code": 4429}

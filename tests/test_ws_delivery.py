@@ -183,7 +183,10 @@ async def test_it_switches_from_replay_to_live_without_gap_under_concurrent_writ
     async def writer() -> None:
         for n in range(40):
             await db(services.add_artifact)(
-                stage.run_id, kind="table", name=f"part_{n}.csv", size_bytes=n,
+                stage.run_id,
+                kind="table",
+                name=f"part_{n}.csv",
+                size_bytes=n,
                 content_type="text/csv",
             )
 
@@ -226,7 +229,9 @@ async def test_it_asks_for_a_resync_when_the_log_was_pruned(world: Any) -> None:
     head = await db(lambda: Event.objects.order_by("-id").values_list("id", flat=True).first())()
     await db(EventLogState.objects.update_or_create)(pk=1, defaults={"pruned_through": head})
     comm, _ = await open_socket()
-    await send(comm, "auth", token=await db(token_for)(world.bob), eventCategories=ALL, lastEventId=0)
+    await send(
+        comm, "auth", token=await db(token_for)(world.bob), eventCategories=ALL, lastEventId=0
+    )
     assert (await comm.receive_json_from(timeout=3))["type"] == "auth.success"
     resync = await comm.receive_json_from(timeout=3)
     assert resync["type"] == "resync.required"
@@ -242,7 +247,9 @@ async def test_it_asks_for_a_resync_when_too_much_was_missed(world: Any, setting
     for name in ("a", "b", "c"):
         await db(services.create_run)(world.project, name, ["A"], world.alice)
     comm, _ = await open_socket()
-    await send(comm, "auth", token=await db(token_for)(world.bob), eventCategories=ALL, lastEventId=0)
+    await send(
+        comm, "auth", token=await db(token_for)(world.bob), eventCategories=ALL, lastEventId=0
+    )
     await comm.receive_json_from(timeout=3)
     assert (await comm.receive_json_from(timeout=3))["type"] == "resync.required"
     await comm.disconnect()

@@ -64,7 +64,8 @@ async def test_it_answers_ping_with_pong() -> None:
         ('{"type": "subscribe", "payload": {"eventType": "run.exploded"}}', "unknown_event_type"),
         ('{"type": "subscribe", "payload": {"eventCategory": "NOPE"}}', "unknown_category"),
         (
-            '{"type": "subscribe", "payload": {"eventType": "run.created", "eventCategory": "RUN_EVENTS"}}',
+            '{"type": "subscribe", "payload": '
+            '{"eventType": "run.created", "eventCategory": "RUN_EVENTS"}}',
             "invalid_message",
         ),
         ('{"type": "unsubscribe", "payload": {"eventType": "run.created"}}', "not_subscribed"),

@@ -71,7 +71,9 @@ async def authed_socket(
     return comm
 
 
-async def receive_events(comm: WebsocketCommunicator, count: int, timeout: float = 5) -> list[dict[str, Any]]:
+async def receive_events(
+    comm: WebsocketCommunicator, count: int, timeout: float = 5
+) -> list[dict[str, Any]]:
     events = []
     while len(events) < count:
         msg = await comm.receive_json_from(timeout=timeout)

@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,121 +16,388 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('owner', 'Owner'), ('member', 'Member'), ('viewer', 'Viewer')], default='member', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("owner", "Owner"), ("member", "Member"), ("viewer", "Viewer")],
+                        default="member",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project_id', 'user_id'],
+                "ordering": ["project_id", "user_id"],
             },
         ),
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.CharField(editable=False, max_length=32, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=120)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('members', models.ManyToManyField(related_name='projects', through='runs.Membership', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.CharField(
+                        editable=False, max_length=32, primary_key=True, serialize=False
+                    ),
+                ),
+                ("name", models.CharField(max_length=120)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "members",
+                    models.ManyToManyField(
+                        related_name="projects",
+                        through="runs.Membership",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name', 'id'],
+                "ordering": ["name", "id"],
             },
         ),
         migrations.AddField(
-            model_name='membership',
-            name='project',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='runs.project'),
+            model_name="membership",
+            name="project",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="memberships",
+                to="runs.project",
+            ),
         ),
         migrations.CreateModel(
-            name='Run',
+            name="Run",
             fields=[
-                ('id', models.CharField(default=runs.models.new_run_id, editable=False, max_length=32, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=120)),
-                ('status', models.CharField(choices=[('created', 'Created'), ('running', 'Running'), ('completed', 'Completed'), ('failed', 'Failed')], db_index=True, default='created', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('estimated_duration', models.PositiveBigIntegerField(blank=True, help_text='Estimated duration in milliseconds', null=True)),
-                ('error_code', models.CharField(blank=True, choices=[('INTERNAL_ERROR', 'INTERNAL_ERROR'), ('TIMEOUT', 'TIMEOUT'), ('OUT_OF_MEMORY', 'OUT_OF_MEMORY'), ('CANCELLED', 'CANCELLED'), ('VALIDATION_FAILED', 'VALIDATION_FAILED'), ('DATA_UNAVAILABLE', 'DATA_UNAVAILABLE'), ('DEPENDENCY_FAILED', 'DEPENDENCY_FAILED'), ('PERMISSION_DENIED', 'PERMISSION_DENIED'), ('PHI_DETECTED', 'PHI_DETECTED'), ('APPROVAL_DENIED', 'APPROVAL_DENIED'), ('STAGE_FAILED', 'STAGE_FAILED'), ('WORKER_LOST', 'WORKER_LOST')], max_length=40)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs_created', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='runs.project')),
+                (
+                    "id",
+                    models.CharField(
+                        default=runs.models.new_run_id,
+                        editable=False,
+                        max_length=32,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("name", models.CharField(max_length=120)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("created", "Created"),
+                            ("running", "Running"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                        ],
+                        db_index=True,
+                        default="created",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "estimated_duration",
+                    models.PositiveBigIntegerField(
+                        blank=True, help_text="Estimated duration in milliseconds", null=True
+                    ),
+                ),
+                (
+                    "error_code",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("INTERNAL_ERROR", "INTERNAL_ERROR"),
+                            ("TIMEOUT", "TIMEOUT"),
+                            ("OUT_OF_MEMORY", "OUT_OF_MEMORY"),
+                            ("CANCELLED", "CANCELLED"),
+                            ("VALIDATION_FAILED", "VALIDATION_FAILED"),
+                            ("DATA_UNAVAILABLE", "DATA_UNAVAILABLE"),
+                            ("DEPENDENCY_FAILED", "DEPENDENCY_FAILED"),
+                            ("PERMISSION_DENIED", "PERMISSION_DENIED"),
+                            ("PHI_DETECTED", "PHI_DETECTED"),
+                            ("APPROVAL_DENIED", "APPROVAL_DENIED"),
+                            ("STAGE_FAILED", "STAGE_FAILED"),
+                            ("WORKER_LOST", "WORKER_LOST"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs_created",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="runs",
+                        to="runs.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', 'id'],
+                "ordering": ["-created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Approval',
+            name="Approval",
             fields=[
-                ('id', models.CharField(default=runs.models.new_governance_id, editable=False, max_length=32, primary_key=True, serialize=False)),
-                ('governance_type', models.CharField(choices=[('PHI_SCAN', 'PHI_SCAN'), ('ETHICS_REVIEW', 'ETHICS_REVIEW'), ('DATA_ACCESS', 'DATA_ACCESS'), ('EXPORT_REVIEW', 'EXPORT_REVIEW'), ('IRB_AMENDMENT', 'IRB_AMENDMENT'), ('MANUAL_QA', 'MANUAL_QA')], max_length=30)),
-                ('priority', models.CharField(choices=[('LOW', 'LOW'), ('MEDIUM', 'MEDIUM'), ('HIGH', 'HIGH'), ('CRITICAL', 'CRITICAL')], default='MEDIUM', max_length=10)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('granted', 'Granted'), ('denied', 'Denied')], default='pending', max_length=10)),
-                ('reason_code', models.CharField(blank=True, choices=[('MEETS_POLICY', 'MEETS_POLICY'), ('IRB_APPROVED', 'IRB_APPROVED'), ('DEIDENTIFIED', 'DEIDENTIFIED'), ('PHI_FOUND', 'PHI_FOUND'), ('POLICY_VIOLATION', 'POLICY_VIOLATION'), ('INSUFFICIENT_JUSTIFICATION', 'INSUFFICIENT_JUSTIFICATION'), ('MISSING_CONSENT', 'MISSING_CONSENT'), ('OTHER', 'OTHER')], max_length=40)),
-                ('requested_at', models.DateTimeField(auto_now_add=True)),
-                ('decided_at', models.DateTimeField(blank=True, null=True)),
-                ('assigned_to', models.ManyToManyField(blank=True, related_name='approvals_assigned', to=settings.AUTH_USER_MODEL)),
-                ('decided_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='approvals_decided', to=settings.AUTH_USER_MODEL)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='approvals', to='runs.run')),
+                (
+                    "id",
+                    models.CharField(
+                        default=runs.models.new_governance_id,
+                        editable=False,
+                        max_length=32,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                (
+                    "governance_type",
+                    models.CharField(
+                        choices=[
+                            ("PHI_SCAN", "PHI_SCAN"),
+                            ("ETHICS_REVIEW", "ETHICS_REVIEW"),
+                            ("DATA_ACCESS", "DATA_ACCESS"),
+                            ("EXPORT_REVIEW", "EXPORT_REVIEW"),
+                            ("IRB_AMENDMENT", "IRB_AMENDMENT"),
+                            ("MANUAL_QA", "MANUAL_QA"),
+                        ],
+                        max_length=30,
+                    ),
+                ),
+                (
+                    "priority",
+                    models.CharField(
+                        choices=[
+                            ("LOW", "LOW"),
+                            ("MEDIUM", "MEDIUM"),
+                            ("HIGH", "HIGH"),
+                            ("CRITICAL", "CRITICAL"),
+                        ],
+                        default="MEDIUM",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("granted", "Granted"),
+                            ("denied", "Denied"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "reason_code",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("MEETS_POLICY", "MEETS_POLICY"),
+                            ("IRB_APPROVED", "IRB_APPROVED"),
+                            ("DEIDENTIFIED", "DEIDENTIFIED"),
+                            ("PHI_FOUND", "PHI_FOUND"),
+                            ("POLICY_VIOLATION", "POLICY_VIOLATION"),
+                            ("INSUFFICIENT_JUSTIFICATION", "INSUFFICIENT_JUSTIFICATION"),
+                            ("MISSING_CONSENT", "MISSING_CONSENT"),
+                            ("OTHER", "OTHER"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                ("requested_at", models.DateTimeField(auto_now_add=True)),
+                ("decided_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "assigned_to",
+                    models.ManyToManyField(
+                        blank=True, related_name="approvals_assigned", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "decided_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="approvals_decided",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="approvals",
+                        to="runs.run",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run_id', 'requested_at', 'id'],
+                "ordering": ["run_id", "requested_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Stage',
+            name="Stage",
             fields=[
-                ('id', models.CharField(default=runs.models.new_stage_id, editable=False, max_length=32, primary_key=True, serialize=False)),
-                ('position', models.PositiveIntegerField()),
-                ('name', models.CharField(max_length=120)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('completed', 'Completed'), ('failed', 'Failed')], default='pending', max_length=10)),
-                ('progress', models.PositiveSmallIntegerField(default=0, validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(100)])),
-                ('items_processed', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('items_total', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('status_message', models.CharField(blank=True, max_length=200)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('error_code', models.CharField(blank=True, choices=[('INTERNAL_ERROR', 'INTERNAL_ERROR'), ('TIMEOUT', 'TIMEOUT'), ('OUT_OF_MEMORY', 'OUT_OF_MEMORY'), ('CANCELLED', 'CANCELLED'), ('VALIDATION_FAILED', 'VALIDATION_FAILED'), ('DATA_UNAVAILABLE', 'DATA_UNAVAILABLE'), ('DEPENDENCY_FAILED', 'DEPENDENCY_FAILED'), ('PERMISSION_DENIED', 'PERMISSION_DENIED'), ('PHI_DETECTED', 'PHI_DETECTED'), ('APPROVAL_DENIED', 'APPROVAL_DENIED'), ('STAGE_FAILED', 'STAGE_FAILED'), ('WORKER_LOST', 'WORKER_LOST')], max_length=40)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stages', to='runs.run')),
+                (
+                    "id",
+                    models.CharField(
+                        default=runs.models.new_stage_id,
+                        editable=False,
+                        max_length=32,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("position", models.PositiveIntegerField()),
+                ("name", models.CharField(max_length=120)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "progress",
+                    models.PositiveSmallIntegerField(
+                        default=0,
+                        validators=[
+                            django.core.validators.MinValueValidator(0),
+                            django.core.validators.MaxValueValidator(100),
+                        ],
+                    ),
+                ),
+                ("items_processed", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("items_total", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("status_message", models.CharField(blank=True, max_length=200)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "error_code",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("INTERNAL_ERROR", "INTERNAL_ERROR"),
+                            ("TIMEOUT", "TIMEOUT"),
+                            ("OUT_OF_MEMORY", "OUT_OF_MEMORY"),
+                            ("CANCELLED", "CANCELLED"),
+                            ("VALIDATION_FAILED", "VALIDATION_FAILED"),
+                            ("DATA_UNAVAILABLE", "DATA_UNAVAILABLE"),
+                            ("DEPENDENCY_FAILED", "DEPENDENCY_FAILED"),
+                            ("PERMISSION_DENIED", "PERMISSION_DENIED"),
+                            ("PHI_DETECTED", "PHI_DETECTED"),
+                            ("APPROVAL_DENIED", "APPROVAL_DENIED"),
+                            ("STAGE_FAILED", "STAGE_FAILED"),
+                            ("WORKER_LOST", "WORKER_LOST"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="stages",
+                        to="runs.run",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run_id', 'position'],
+                "ordering": ["run_id", "position"],
             },
         ),
         migrations.CreateModel(
-            name='Artifact',
+            name="Artifact",
             fields=[
-                ('id', models.CharField(default=runs.models.new_artifact_id, editable=False, max_length=32, primary_key=True, serialize=False)),
-                ('kind', models.CharField(max_length=40)),
-                ('name', models.CharField(max_length=200)),
-                ('size_bytes', models.PositiveBigIntegerField()),
-                ('content_type', models.CharField(max_length=100)),
-                ('checksum', models.CharField(blank=True, max_length=100)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='artifacts', to='runs.run')),
-                ('stage', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='artifacts', to='runs.stage')),
+                (
+                    "id",
+                    models.CharField(
+                        default=runs.models.new_artifact_id,
+                        editable=False,
+                        max_length=32,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("kind", models.CharField(max_length=40)),
+                ("name", models.CharField(max_length=200)),
+                ("size_bytes", models.PositiveBigIntegerField()),
+                ("content_type", models.CharField(max_length=100)),
+                ("checksum", models.CharField(blank=True, max_length=100)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="artifacts",
+                        to="runs.run",
+                    ),
+                ),
+                (
+                    "stage",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="artifacts",
+                        to="runs.stage",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run_id', 'created_at', 'id'],
+                "ordering": ["run_id", "created_at", "id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('project', 'user'), name='unique_membership'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(
+                fields=("project", "user"), name="unique_membership"
+            ),
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['project', 'status'], name='runs_run_project_1713e0_idx'),
+            model_name="run",
+            index=models.Index(fields=["project", "status"], name="runs_run_project_1713e0_idx"),
         ),
         migrations.AddConstraint(
-            model_name='stage',
-            constraint=models.UniqueConstraint(fields=('run', 'position'), name='unique_stage_position'),
+            model_name="stage",
+            constraint=models.UniqueConstraint(
+                fields=("run", "position"), name="unique_stage_position"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='stage',
-            constraint=models.CheckConstraint(condition=models.Q(('progress__gte', 0), ('progress__lte', 100)), name='stage_progress_0_100'),
+            model_name="stage",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("progress__gte", 0), ("progress__lte", 100)),
+                name="stage_progress_0_100",
+            ),
         ),
     ]

@@ -68,7 +68,10 @@ def test_it_streams_a_runs_lifecycle_over_a_real_socket(app: AppServer) -> None:
         await ws.send('{"type": "ping"}')
         assert (await recv(ws))["type"] == "pong"
         run = await asyncio.to_thread(
-            app.api, "POST", "/api/runs/", {"projectId": project, "name": "Live", "stages": ["A"]},
+            app.api,
+            "POST",
+            "/api/runs/",
+            {"projectId": project, "name": "Live", "stages": ["A"]},
             token,
         )
         await asyncio.to_thread(app.api, "POST", f"/api/runs/{run['id']}/start/", {}, token)
@@ -130,9 +133,10 @@ def test_it_refuses_bad_rest_input_without_a_500(app: AppServer) -> None:
 def test_two_processes_share_events_through_redis() -> None:
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis:
         env = {"REDIS_URL": redis.url, "DATABASE_URL": f"sqlite:///{Path(tmp) / 'shared.sqlite3'}"}
-        with AppServer("daphne", env=env) as a, AppServer(
-            "uvicorn", env=env, migrate=False, seed=False
-        ) as b:
+        with (
+            AppServer("daphne", env=env) as a,
+            AppServer("uvicorn", env=env, migrate=False, seed=False) as b,
+        ):
             token = a.token("alice", DEMO_PASSWORDS["alice"])
             project = project_of(a, token)
 
@@ -140,8 +144,11 @@ def test_two_processes_share_events_through_redis() -> None:
                 ws = await authed(b.ws_url, token)  # the socket lives on B…
                 for name in ("one", "two", "three"):  # …the changes go through A
                     await asyncio.to_thread(
-                        a.api, "POST", "/api/runs/",
-                        {"projectId": project, "name": name, "stages": ["s"]}, token,
+                        a.api,
+                        "POST",
+                        "/api/runs/",
+                        {"projectId": project, "name": name, "stages": ["s"]},
+                        token,
                     )
                 events = await recv_events(ws, 3)
                 with pytest.raises(asyncio.TimeoutError):

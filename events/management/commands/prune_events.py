@@ -43,7 +43,9 @@ class Command(BaseCommand):
         deleted = 0
         while True:
             ids = list(
-                Event.objects.filter(id__lte=through).values_list("id", flat=True)[: options["batch"]]
+                Event.objects.filter(id__lte=through).values_list("id", flat=True)[
+                    : options["batch"]
+                ]
             )
             if not ids:
                 break
