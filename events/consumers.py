@@ -78,6 +78,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._types: frozenset[str] = frozenset()
         self.message_count = 0
         self.last_sent_id = 0
+        self._last_queued_id = 0
         self._queue: deque[list[Any]] = deque()
         self._queued = 0
         self._progress_slots: dict[str, list[Any]] = {}
@@ -479,8 +480,9 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._enqueue(event)
 
     def _enqueue(self, event: LoggedEvent, *, coalesce: bool = True) -> None:
-        if event.id <= self.last_sent_id or (self._queue and self._queue[-1][1] >= event.id):
-            return  # already sent or queued: the per-socket stream is strictly increasing
+        if event.id <= self._last_queued_id:
+            return  # already queued or sent: the per-socket stream is strictly increasing
+        self._last_queued_id = event.id
         if coalesce and event.type == "stage.progress":
             stage_id = event.stage_id
             slot = self._progress_slots.get(stage_id)

@@ -7,7 +7,19 @@ multiprocess mode). Label values are bounded sets (types, categories, codes), ne
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import contextlib
+import glob
+import os
+import re
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 SOCKETS_OPEN = Gauge(
     "researchflow_ws_sockets_open", "WebSocket connections open", multiprocess_mode="livesum"
@@ -54,3 +66,76 @@ PUBLISH_TO_SEND = Histogram(
     "From the event's commit to its frame handed to the socket",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+STATS_PUBLISH_ERRORS = Counter(
+    "researchflow_ws_stats_publish_errors_total",
+    "Failed writes of this process's socket stats to Redis (GET /api/ws/stats/ cluster view)",
+)
+SHUTDOWN_SOCKETS_LEFT = Counter(
+    "researchflow_ws_shutdown_sockets_left_total",
+    "Sockets still open when a graceful shutdown's drain timed out (the server then drops them)",
+)
+
+# --- exposition ----------------------------------------------------------------------------
+
+_LIVE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
+
+
+def multiprocess_dir() -> str | None:
+    """The shared directory of multiprocess mode, if this process runs in it."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text: every worker's series in multiprocess mode, else this process's."""
+    path = multiprocess_dir()
+    if path is None:
+        return generate_latest(), CONTENT_TYPE_LATEST
+    from prometheus_client import multiprocess
+
+    sweep_dead_processes(path)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def sweep_dead_processes(path: str) -> None:
+    """Forget the live gauges (sockets open) of workers that died without saying so.
+
+    A worker that exits cleanly marks itself dead (`mark_this_process_dead`); one killed by
+    SIGKILL or the OOM killer cannot, and its last "sockets open" would be summed for ever.
+    Counters and histograms are kept: a dead worker's past still counts.
+    """
+    from prometheus_client import multiprocess
+
+    for name in os.listdir(path) if os.path.isdir(path) else ():
+        match = _LIVE_FILE.match(name)
+        if match and not _alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                multiprocess.mark_process_dead(int(match.group(1)), path)
+
+
+def mark_this_process_dead() -> None:
+    """Called at the end of a graceful shutdown, so this worker's open sockets stop counting."""
+    path = multiprocess_dir()
+    if path is not None:
+        from prometheus_client import multiprocess
+
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(os.getpid(), path)
+
+
+def clean_multiprocess_dir(path: str) -> None:
+    """Remove the value files of an earlier run (prometheus_client requires a clean start)."""
+    for name in glob.glob(os.path.join(path, "*.db")):
+        with contextlib.suppress(OSError):
+            os.remove(name)

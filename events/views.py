@@ -28,7 +28,7 @@ import json
 import logging
 import re
 from collections import Counter
-from typing import Any, ClassVar
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Max

@@ -112,18 +112,22 @@ def test_it_ignores_a_posted_change_to_a_run(world: Any, admin_client: Client) -
 # --- creating runs -------------------------------------------------------------------------
 
 
-def test_it_creates_a_run_with_stages_through_the_service(
-    world: Any, admin_client: Client
-) -> None:
+def test_it_creates_a_run_with_stages_through_the_service(world: Any, admin_client: Client) -> None:
     response = admin_client.post(
         "/admin/runs/run/add/",
-        {"project": world.project.pk, "name": "From admin", "stage_names": "Load\n\n  Clean \nReport\n"},
+        {
+            "project": world.project.pk,
+            "name": "From admin",
+            "stage_names": "Load\n\n  Clean \nReport\n",
+        },
         follow=True,
     )
     assert response.status_code == 200
     run = Run.objects.get(name="From admin")
     assert list(run.stages.order_by("position").values_list("name", flat=True)) == [
-        "Load", "Clean", "Report",
+        "Load",
+        "Clean",
+        "Report",
     ]
     assert run.created_by == world.sam
     created = Event.objects.get(type="run.created", run_id=run.pk)
@@ -135,7 +139,7 @@ def test_it_creates_a_run_with_stages_through_the_service(
     ("name", "stage_names", "expected"),
     [
         (f"SSN {SSN}", "Load", "contains possible PHI (SSN)"),
-        ("Fine", f"Load\nPatient John Smith", "line 2: contains possible PHI (PERSON_NAME)"),
+        ("Fine", "Load\nPatient John Smith", "line 2: contains possible PHI (PERSON_NAME)"),
         ("Fine", "", "This field is required."),
         ("Fine", "\n".join(["s"] * 101), "At most 100 stages."),
         ("Fine", "x" * 121, "line 1: longer than 120 characters"),
@@ -328,12 +332,17 @@ def test_it_refuses_removing_the_last_owner_in_the_inline(world: Any, admin_clie
 
 def test_it_hands_ownership_over_in_one_save(world: Any, admin_client: Client) -> None:
     members = [
-        (str(m.pk), str(m.user_id), "owner" if m.user_id == world.bob.pk else m.role,
-         m.user_id == world.alice.pk)
+        (
+            str(m.pk),
+            str(m.user_id),
+            "owner" if m.user_id == world.bob.pk else m.role,
+            m.user_id == world.alice.pk,
+        )
         for m in Membership.objects.filter(project=world.project).order_by("pk")
     ]
     admin_client.post(
-        f"/admin/runs/project/{world.project.pk}/change/", _project_form(world.project.name, members)
+        f"/admin/runs/project/{world.project.pk}/change/",
+        _project_form(world.project.name, members),
     )
     roles = dict(
         Membership.objects.filter(project=world.project).values_list("user__username", "role")

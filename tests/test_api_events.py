@@ -43,10 +43,15 @@ def test_it_lists_the_events_of_the_users_projects_in_id_order(world: Any) -> No
     mine = lifecycle(world)
     lifecycle(world, world.other_project, world.charlie)
     body = get(world.client(world.victor)).json()
-    expected = list(Event.objects.filter(run_id=mine.pk).order_by("id").values_list("id", flat=True))
+    expected = list(
+        Event.objects.filter(run_id=mine.pk).order_by("id").values_list("id", flat=True)
+    )
     assert ids(body) == expected
     assert [e["type"] for e in body["results"]] == [
-        "run.created", "run.started", "stage.started", "stage.progress",
+        "run.created",
+        "run.started",
+        "stage.started",
+        "stage.progress",
     ]
 
 
@@ -242,7 +247,9 @@ def test_it_sums_socket_stats_over_processes_and_skips_bad_entries(
             b"researchflow:wsstats:d": {"stats": b'{"connections": {"total": "3"}}'},
             b"researchflow:wsstats:e": {"other": b"{}"},
             b"researchflow:wsstats:f": RuntimeError("WRONGTYPE"),
-            b"researchflow:wsstats:g": {"stats": _stats(1, 1, {}).replace(b'"sent": 1', b'"sent": true')},
+            b"researchflow:wsstats:g": {
+                "stats": _stats(1, 1, {}).replace(b'"sent": 1', b'"sent": true')
+            },
         }
     )
     monkeypatch.setattr(views, "_redis_client", lambda: fake)

@@ -34,9 +34,7 @@ def assert_error(response: Any, status: int, code: str | None = None) -> dict[st
 
 def role(project: Project, user: User) -> str | None:
     return (
-        Membership.objects.filter(project=project, user=user)
-        .values_list("role", flat=True)
-        .first()
+        Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
     )
 
 
@@ -50,9 +48,9 @@ def test_it_issues_a_token_for_good_credentials(world: Any) -> None:
 
 
 def test_it_authenticates_with_the_issued_token(world: Any) -> None:
-    token = post(
-        APIClient(), "/api/auth/token/", {"username": "bob", "password": PASSWORD}
-    ).json()["token"]
+    token = post(APIClient(), "/api/auth/token/", {"username": "bob", "password": PASSWORD}).json()[
+        "token"
+    ]
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get("/api/projects/").status_code == 200
@@ -109,7 +107,9 @@ def test_it_creates_a_project_owned_by_its_creator(world: Any) -> None:
     assert role(Project.objects.get(pk=body["id"]), world.victor) == Role.OWNER
 
 
-@pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": "x" * 121}, {"name": "a\nb"}, {"name": 3}])
+@pytest.mark.parametrize(
+    "body", [{}, {"name": ""}, {"name": "x" * 121}, {"name": "a\nb"}, {"name": 3}]
+)
 def test_it_refuses_bad_project_names(world: Any, body: Any) -> None:
     response = post(world.client(world.alice), "/api/projects/", body)
     assert "name" in assert_error(response, 400, "invalid")["errors"]
@@ -184,7 +184,10 @@ def test_it_refuses_bad_member_requests(world: Any, body: Any, field: str) -> No
 def test_it_refuses_to_demote_the_last_owner(world: Any) -> None:
     url = f"/api/projects/{world.project.pk}/members/"
     response = post(world.client(world.alice), url, {"username": "alice", "role": "member"})
-    assert assert_error(response, 409, "conflict")["detail"] == "a project must keep at least one owner"
+    assert (
+        assert_error(response, 409, "conflict")["detail"]
+        == "a project must keep at least one owner"
+    )
     assert role(world.project, world.alice) == Role.OWNER
 
 

@@ -121,7 +121,11 @@ def test_it_shows_a_run_with_stages_artifacts_and_approvals(world: Any) -> None:
     first = stages_of(run)[0]
     services.start_stage(first.pk)
     services.add_artifact(
-        run.pk, kind="table", name="t.csv", size_bytes=3, content_type="text/csv",
+        run.pk,
+        kind="table",
+        name="t.csv",
+        size_bytes=3,
+        content_type="text/csv",
         stage_id=first.pk,
     )
     services.request_approval(
@@ -229,8 +233,12 @@ def test_it_walks_a_stage_through_start_progress_and_complete(world: Any) -> Non
     body = post(
         client,
         f"/api/stages/{stage.pk}/progress/",
-        {"progress": 45, "itemsProcessed": 450, "itemsTotal": 1000,
-         "statusMessage": "Processing 450 of 1000 rows"},
+        {
+            "progress": 45,
+            "itemsProcessed": 450,
+            "itemsTotal": 1000,
+            "statusMessage": "Processing 450 of 1000 rows",
+        },
     ).json()
     assert (body["progress"], body["itemsProcessed"], body["itemsTotal"]) == (45, 450, 1000)
     assert body["statusMessage"] == "Processing 450 of 1000 rows"
@@ -262,8 +270,14 @@ def test_it_adds_an_artifact_to_a_running_run(world: Any) -> None:
     response = post(
         world.client(world.bob),
         f"/api/runs/{run.pk}/artifacts/",
-        {"kind": "dataset", "name": "cohort.parquet", "sizeBytes": 1024,
-         "contentType": "application/octet-stream", "checksum": "sha256:abc", "stageId": stage.pk},
+        {
+            "kind": "dataset",
+            "name": "cohort.parquet",
+            "sizeBytes": 1024,
+            "contentType": "application/octet-stream",
+            "checksum": "sha256:abc",
+            "stageId": stage.pk,
+        },
     )
     assert response.status_code == 201
     body = response.json()
@@ -288,7 +302,8 @@ def test_it_decides_a_pending_approval(world: Any, action: str, status: str) -> 
     run = make_run(world)
     approval = services.request_approval(run.pk, governance_type="PHI_SCAN", priority="LOW")
     response = post(
-        world.client(world.bob), f"/api/approvals/{approval.pk}/{action}/",
+        world.client(world.bob),
+        f"/api/approvals/{approval.pk}/{action}/",
         {"reasonCode": "OTHER"},
     )
     assert response.status_code == 200
@@ -305,10 +320,6 @@ def test_it_decides_an_approval_without_a_body(world: Any) -> None:
 
 
 # --- illegal transitions: 409, nothing changes, no event ------------------------------------
-
-
-def _created(world: Any) -> tuple[str, Any]:
-    return "run", make_run(world)
 
 
 def _completed_run(world: Any) -> Run:
@@ -442,8 +453,10 @@ def _write_targets(world: Any) -> list[tuple[str, Any]]:
         (f"/api/runs/{run.pk}/start/", None),
         (f"/api/runs/{run.pk}/complete/", None),
         (f"/api/runs/{run.pk}/fail/", {"errorCode": "TIMEOUT"}),
-        (f"/api/runs/{run.pk}/artifacts/",
-         {"kind": "table", "name": "t.csv", "sizeBytes": 1, "contentType": "text/csv"}),
+        (
+            f"/api/runs/{run.pk}/artifacts/",
+            {"kind": "table", "name": "t.csv", "sizeBytes": 1, "contentType": "text/csv"},
+        ),
         (f"/api/runs/{run.pk}/approvals/", {"governanceType": "PHI_SCAN", "priority": "LOW"}),
         (f"/api/stages/{stage.pk}/start/", None),
         (f"/api/stages/{stage.pk}/progress/", {"progress": 1}),
@@ -554,7 +567,9 @@ BAD_RUN_BODIES: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "field"), BAD_RUN_BODIES, ids=[c[0] for c in BAD_RUN_BODIES])
+@pytest.mark.parametrize(
+    ("case", "body", "field"), BAD_RUN_BODIES, ids=[c[0] for c in BAD_RUN_BODIES]
+)
 def test_it_refuses_bad_run_bodies(world: Any, case: str, body: dict[str, Any], field: str) -> None:
     if body.get("projectId") in ("", None):
         body = {**body, "projectId": world.project.pk}
@@ -593,7 +608,10 @@ def test_it_refuses_bad_progress_bodies(world: Any, case: str, body: Any, field:
 
 def _artifact(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "kind": "table", "name": "t.csv", "sizeBytes": 1, "contentType": "text/csv"
+        "kind": "table",
+        "name": "t.csv",
+        "sizeBytes": 1,
+        "contentType": "text/csv",
     }
     body.update(overrides)
     return body
@@ -613,10 +631,14 @@ BAD_ARTIFACTS: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "field"), BAD_ARTIFACTS, ids=[c[0] for c in BAD_ARTIFACTS])
+@pytest.mark.parametrize(
+    ("case", "body", "field"), BAD_ARTIFACTS, ids=[c[0] for c in BAD_ARTIFACTS]
+)
 def test_it_refuses_bad_artifact_bodies(world: Any, case: str, body: Any, field: str) -> None:
     run = running(world)
-    error = assert_error(post(world.client(world.alice), f"/api/runs/{run.pk}/artifacts/", body), 400)
+    error = assert_error(
+        post(world.client(world.alice), f"/api/runs/{run.pk}/artifacts/", body), 400
+    )
     assert field in error["errors"], error
     assert not Artifact.objects.exists()
 
@@ -663,11 +685,25 @@ def test_it_refuses_unknown_codes(world: Any, url_kind: str, body: Any, field: s
         (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "parse_error"),
         (b"1" * 5000, "application/json", 400, "parse_error"),
         (b"name=x", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
-        (b'{"name": "' + b"x" * (1024 * 1024) + b'"}', "application/json", 413, "payload_too_large"),
+        (
+            b'{"name": "' + b"x" * (1024 * 1024) + b'"}',
+            "application/json",
+            413,
+            "payload_too_large",
+        ),
     ],
     ids=[
-        "array", "null", "string", "number", "malformed", "NaN", "bad utf-8", "deep nesting",
-        "too many digits", "form encoded", "1 MiB",
+        "array",
+        "null",
+        "string",
+        "number",
+        "malformed",
+        "NaN",
+        "bad utf-8",
+        "deep nesting",
+        "too many digits",
+        "form encoded",
+        "1 MiB",
     ],
 )
 def test_it_never_answers_500_for_odd_bodies(
@@ -703,7 +739,11 @@ def _phi_cases(world: Any) -> dict[str, tuple[str, Any, str]]:
     run = running(world)
     stage = services.start_stage(stages_of(run)[0].pk)
     return {
-        "run name": ("/api/runs/", _run_body(projectId=world.project.pk, name=f"SSN {SSN}"), "name"),
+        "run name": (
+            "/api/runs/",
+            _run_body(projectId=world.project.pk, name=f"SSN {SSN}"),
+            "name",
+        ),
         "stage name": (
             "/api/runs/",
             _run_body(projectId=world.project.pk, stages=["ok", "Patient John Smith"]),

@@ -57,7 +57,9 @@ def test_it_seeds_users_a_project_and_runs_in_several_states(settings: Any) -> N
     assert authenticate(username="alice", password="alice-dev-pass") is not None
     project = Project.objects.get(name=DEMO_PROJECT)
     assert set(project.memberships.values_list("user__username", flat=True)) == {
-        "admin", "alice", "bob",
+        "admin",
+        "alice",
+        "bob",
     }
     states = sorted(Run.objects.filter(project=project).values_list("status", flat=True))
     assert states == [RunStatus.COMPLETED, RunStatus.CREATED, RunStatus.FAILED]
@@ -133,8 +135,18 @@ def test_it_creates_a_project_for_a_user_without_one(world: Any, live_server: An
 def test_it_runs_the_command_end_to_end(world: Any, live_server: Any) -> None:
     out = io.StringIO()
     call_command(
-        "demo_run", "--url", live_server.url, "--username", "alice", "--password", PASSWORD,
-        "--pace", "0", "--project", world.project.pk, stdout=out,
+        "demo_run",
+        "--url",
+        live_server.url,
+        "--username",
+        "alice",
+        "--password",
+        PASSWORD,
+        "--pace",
+        "0",
+        "--project",
+        world.project.pk,
+        stdout=out,
     )
     assert "done: run run_" in out.getvalue()
     assert Run.objects.get().status == RunStatus.COMPLETED
@@ -143,8 +155,16 @@ def test_it_runs_the_command_end_to_end(world: Any, live_server: Any) -> None:
 def test_it_fails_clearly_on_bad_credentials(world: Any, live_server: Any) -> None:
     with pytest.raises(CommandError, match="login as 'alice' failed") as caught:
         call_command(
-            "demo_run", "--url", live_server.url, "--username", "alice", "--password", "nope",
-            "--pace", "0", stdout=io.StringIO(),
+            "demo_run",
+            "--url",
+            live_server.url,
+            "--username",
+            "alice",
+            "--password",
+            "nope",
+            "--pace",
+            "0",
+            stdout=io.StringIO(),
         )
     assert caught.value.returncode == 1
     assert not Run.objects.exists()
@@ -153,7 +173,10 @@ def test_it_fails_clearly_on_bad_credentials(world: Any, live_server: Any) -> No
 def test_it_stops_with_a_clear_error_when_a_step_is_refused(world: Any, live_server: Any) -> None:
     with pytest.raises(DemoError, match="HTTP 403"):
         run_demo(
-            live_server.url, world.token(world.victor), world.project.pk, pace=0,
+            live_server.url,
+            world.token(world.victor),
+            world.project.pk,
+            pace=0,
             log=lambda _line: None,
         )
     assert not Run.objects.exists()
@@ -177,9 +200,20 @@ def test_it_exits_1_when_the_server_is_unreachable(tmp_path: Path) -> None:
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     result = subprocess.run(
-        [sys.executable, "manage.py", "demo_run", "--url", f"http://127.0.0.1:{_free_port()}",
-         "--pace", "0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "manage.py",
+            "demo_run",
+            "--url",
+            f"http://127.0.0.1:{_free_port()}",
+            "--pace",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert "cannot reach http://127.0.0.1:" in result.stderr

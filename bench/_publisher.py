@@ -1,0 +1,148 @@
+"""The trigger process for bench/fanout.py and bench/compression.py (not run by hand).
+
+Gateway mode: Django set up with the server's own env (same SQLite file in WAL mode,
+REDIS_URL), events published through `events.bus.event_bus.publish` - validate, PHI guard,
+log row, commit, then the background sender's PUBLISH on the Redis pub/sub layer - exactly
+the production path of a worker process. Bare mode (`--bare ws://...`): a control message
+to bench/bare_server.py, which encodes and broadcasts itself.
+
+Each event is a `stage.progress` whose `itemsProcessed` carries the wall-clock time (µs since
+the epoch) taken just before `publish()` was called: clients subtract it from their receive
+time, so latency is publish-call → bytes read by the client, across processes on one host.
+Every event names its own stage id, so the per-socket progress coalescing (newer progress
+for the same stage supersedes a queued one) never applies and every event must arrive.
+
+stdin: `burst N` | `rate PER_SECOND SECONDS` | `quit`; stdout: one JSON line per command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import string
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ALPHABET = string.digits + string.ascii_lowercase
+
+
+def rand_id(prefix: str) -> str:
+    return prefix + "_" + "".join(secrets.choice(ALPHABET) for _ in range(20))
+
+
+def make_payload(project: str, run: str, i: int) -> dict[str, Any]:
+    return {
+        "runId": run,
+        "projectId": project,
+        "stageId": rand_id("stg"),
+        "stageName": "Analyse",
+        "stageIndex": 2,
+        "progress": i % 101,
+        "statusMessage": "Processing 450 of 1000 rows",
+        "itemsProcessed": int(time.time() * 1e6),
+    }
+
+
+class GatewayTrigger:
+    def __init__(self, project: str, run: str) -> None:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "researchflow.settings")
+        import django
+
+        django.setup()
+        from events.bus import event_bus
+        from events.hub import flush_background_sender
+
+        self.bus = event_bus
+        self.flush = flush_background_sender
+        self.project = project
+        self.run = run
+        self.i = 0
+        # Warm up: imports, the DB connection, the sender thread and its Redis connection.
+        self.one()
+        self.flush(10)
+
+    def one(self) -> int:
+        self.i += 1
+        return int(self.bus.publish("stage.progress", make_payload(self.project, self.run, self.i)).id)
+
+    def done(self) -> None:
+        self.flush(30)
+
+
+class BareTrigger:
+    def __init__(self, url: str) -> None:
+        from websockets.sync.client import connect
+
+        self.ws = connect(url, compression=None, open_timeout=10)
+        self.ws.recv(10)  # connection.established
+        self.ws.send(json.dumps({"type": "bench.control"}))
+        self.ws.recv(10)
+
+    def one(self) -> int:
+        self.ws.send('{"type":"bench.burst","count":1}')
+        return int(json.loads(self.ws.recv(30))["ids"][0])
+
+    def burst(self, n: int) -> list[int]:
+        self.ws.send(json.dumps({"type": "bench.burst", "count": n}))
+        return list(json.loads(self.ws.recv(120))["ids"])
+
+    def done(self) -> None:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--project", default="")
+    parser.add_argument("--run", default="")
+    parser.add_argument("--bare", default="")
+    args = parser.parse_args()
+    trigger: Any = BareTrigger(args.bare) if args.bare else GatewayTrigger(args.project, args.run)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "quit":
+            break
+        t0 = time.time()
+        if parts[0] == "burst":
+            n = int(parts[1])
+            if isinstance(trigger, BareTrigger):
+                ids = trigger.burst(n)
+            else:
+                ids = [trigger.one() for _ in range(n)]
+            t1 = time.time()
+            trigger.done()
+        elif parts[0] == "rate":
+            per_s, seconds = float(parts[1]), float(parts[2])
+            count = int(per_s * seconds)
+            ids = []
+            late = 0
+            for k in range(count):
+                due = t0 + k / per_s
+                delay = due - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    late += 1
+                ids.append(trigger.one())
+            t1 = time.time()
+            trigger.done()
+        else:
+            print(json.dumps({"error": f"unknown command {parts[0]}"}), flush=True)
+            continue
+        print(
+            json.dumps({"ids": ids, "t_start": t0, "t_published": t1, "t_flushed": time.time()}),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

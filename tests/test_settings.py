@@ -1,0 +1,59 @@
+"""Settings from the environment: a bad value is one clear stderr line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OWN_VARIABLES = ("PORT", "DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS")
+
+
+def check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in OWN_VARIABLES}
+    base.update(RESEARCHFLOW_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="researchflow.settings")
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"PORT": "abc"}, "PORT"),
+        ({"DATABASE_URL": "nonsense://x"}, "DATABASE_URL"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+        ({"DEBUG": "0"}, "SECRET_KEY"),
+    ],
+    ids=["PORT", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"],
+)
+def test_it_refuses_a_bad_environment_in_one_line(
+    tmp_path: Path, env: dict[str, str], variable: str
+) -> None:
+    result = check(tmp_path, **env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0] and "Traceback" not in result.stderr
+
+
+def test_it_accepts_a_good_environment(tmp_path: Path) -> None:
+    result = check(
+        tmp_path,
+        DEBUG="0",
+        SECRET_KEY="a-long-random-test-secret-key-0123456789",
+        PORT="8080",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        ALLOWED_HOSTS="example.org",
+    )
+    assert result.returncode == 0, result.stderr
