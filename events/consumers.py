@@ -85,6 +85,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._wakeup: asyncio.Future[None] | None = None
         self._held: list[LoggedEvent] | None = None  # events held while a resume replays
         self._closing = False
+        self._going_away = False
         self._close_code: int | None = None
         self._slot_claimed = False
         self._tokens = float(settings.WS_RATE_BURST)
@@ -150,6 +151,13 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._queue.append([("close", code), 0])
         self._queued += 1
         self._wake()
+
+    def go_away(self) -> None:
+        """Server shutdown (`Hub.drain`): send what is queued, then close 1001 (going away),
+        so the client reconnects to another process and resumes from the last id it got."""
+        if not self._closing and not self._going_away:
+            self._going_away = True
+            self._close_after_flush(CLOSE_GOING_AWAY)
 
     def _close_soon(self, code: int) -> None:
         if not self._closing:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -31,7 +32,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Max
 
-from . import metrics
+from . import metrics, shutdown
 from .bus import LoggedEvent
 from .models import Event
 
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 GROUP = "researchflow.events"
 PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}"
+# Read by GET /api/ws/stats/ (events/views.py): one hash per process, field "stats".
+STATS_KEY_PREFIX = "researchflow:wsstats:"
 
 
 class Subscriber(Protocol):
@@ -54,6 +57,8 @@ class Subscriber(Protocol):
     def credential_key(self) -> str | None: ...
 
     def apply_standing(self, standing: Any, valid_tokens: set[str]) -> None: ...
+
+    def go_away(self) -> None: ...
 
 
 def _db(fn: Any) -> Any:
@@ -100,6 +105,9 @@ class Hub:
         self._tasks: list[asyncio.Task[Any]] = []
         self._ready = asyncio.Event()
         self._stopping = False
+        self._draining = False
+        self._drained = asyncio.Event()  # set when the last socket leaves during a drain
+        self._stats_task: asyncio.Task[None] | None = None
         # Local tallies flushed to Prometheus once a second: a Counter.inc() per frame would
         # cost more than the frame's own dispatch.
         self.delivered = 0
@@ -144,6 +152,11 @@ class Hub:
             self._tasks.append(self.loop.create_task(self._send_loop()))
         self._tasks.append(self.loop.create_task(self._check_loop()))
         self._tasks.append(self.loop.create_task(self._reauth_loop()))
+        if settings.REDIS_URL:
+            self._stats_task = self.loop.create_task(self._stats_loop())
+            self._tasks.append(self._stats_task)
+        # First socket of the process: from now on SIGTERM closes sockets with 1001 first.
+        shutdown.install()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -162,10 +175,15 @@ class Hub:
     def add(self, sub: Subscriber) -> None:
         self._subscribers.add(sub)
         self._index(sub)
+        if self._draining:
+            # Accepted while shutting down: send it on at once (after connect() returns).
+            self.loop.call_soon(sub.go_away)
 
     def remove(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
         self._unindex(sub)
+        if self._draining and not self._subscribers:
+            self._drained.set()
 
     def reindex(self, sub: Subscriber) -> None:
         """Call after a socket's visible projects change (auth, scope, membership change)."""
@@ -358,6 +376,74 @@ class Hub:
             if delta:
                 counter.inc(delta)
                 self._flushed[name] = value
+
+    # --- graceful shutdown ---------------------------------------------------------------
+
+    async def drain(self, grace: float) -> int:
+        """Close every socket with 1001 after the frames already queued for it; return how many
+        were still open after `grace` seconds. Clients reconnect elsewhere and resume."""
+        self._draining = True
+        for sub in tuple(self._subscribers):
+            sub.go_away()
+        if self._subscribers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), grace)
+        self._flush_metrics()
+        if self._stats_task is not None:
+            # Its cleanup deletes our stats key: the cluster view drops us now, not at TTL.
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._stats_task
+        return len(self._subscribers)
+
+    # --- cross-process stats -------------------------------------------------------------
+
+    async def _stats_loop(self) -> None:
+        """Publish this process's socket stats to Redis for GET /api/ws/stats/ to sum.
+
+        A private client with one connection (not the channel layer's pool) and short
+        timeouts: a slow Redis delays only this task. The key expires unless refreshed, so a
+        killed process drops out of the sum within the TTL.
+        """
+        import redis.asyncio as aioredis
+
+        key = STATS_KEY_PREFIX + PROCESS_ID
+        interval = settings.WS_STATS_INTERVAL
+        ttl = max(1, round(settings.WS_STATS_TTL))
+        client = aioredis.Redis.from_url(
+            str(settings.REDIS_URL),
+            socket_connect_timeout=2,
+            socket_timeout=2,
+            single_connection_client=True,
+        )
+        failing = False
+        try:
+            while True:
+                try:
+                    blob = json.dumps(local_stats())
+                    async with client.pipeline(transaction=False) as pipe:
+                        pipe.hset(key, "stats", blob)
+                        pipe.expire(key, ttl)
+                        await pipe.execute()
+                    if failing:
+                        logger.info("event hub: publishing socket stats to Redis again")
+                    failing = False
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    metrics.STATS_PUBLISH_ERRORS.inc()
+                    if not failing:  # once per outage, not every interval
+                        logger.warning(
+                            "event hub: cannot publish socket stats to Redis (%s); retrying",
+                            type(exc).__name__,
+                        )
+                    failing = True
+                await asyncio.sleep(interval)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.delete(key), 1.0)
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     # --- outbound (from the bus, on commit) ----------------------------------------------
 

@@ -51,9 +51,7 @@ SLOW_CONSUMER_CLOSES = Counter(
 RESUME_REPLAYED = Counter(
     "researchflow_ws_resume_events_replayed_total", "Events replayed from the log on resume"
 )
-RESYNC_REQUIRED = Counter(
-    "researchflow_ws_resync_required_total", "resync.required messages sent"
-)
+RESYNC_REQUIRED = Counter("researchflow_ws_resync_required_total", "resync.required messages sent")
 GAPS_REPAIRED = Counter(
     "researchflow_hub_gap_events_repaired_total",
     "Events the hub fetched from the log because the channel layer lost or reordered them",

@@ -1,3 +1,13 @@
+"""Operations routes, mounted at the root: /healthz, /readyz, /metrics (see events/ops.py)."""
+
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import ops
+
+urlpatterns = [
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics_view, name="metrics"),
+]

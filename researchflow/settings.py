@@ -177,6 +177,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI assets served locally, no CDN
     "channels",
     "events",
     "runs",
@@ -249,6 +250,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("LOGIN_RATE", "30/min")},
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "runs.api.exceptions.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
@@ -261,6 +263,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Event system --------------------------------------------------------------------------
@@ -294,3 +299,16 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
     },
 }
+
+# --- Operations ----------------------------------------------------------------------------
+# Graceful shutdown: how long SIGTERM waits for every socket to flush its queue and close with
+# 1001 before handing over to the server's own shutdown (which drops what is left).
+WS_SHUTDOWN_TIMEOUT = envfloat("WS_SHUTDOWN_TIMEOUT", 5.0, minimum=0.0)
+# Each process's hub writes its socket stats to Redis (researchflow:wsstats:<host:pid>) this
+# often, with this TTL, for GET /api/ws/stats/ to sum; a killed process drops out at the TTL.
+WS_STATS_INTERVAL = envfloat("WS_STATS_INTERVAL", 2.0, minimum=0.1)
+WS_STATS_TTL = envfloat("WS_STATS_TTL", 10.0, minimum=1.0)
+if WS_STATS_TTL <= WS_STATS_INTERVAL:
+    raise ImproperlyConfigured("WS_STATS_TTL: must be longer than WS_STATS_INTERVAL")
+# /readyz gives each dependency (database, channel layer / Redis) this long to answer.
+READINESS_TIMEOUT = envfloat("READINESS_TIMEOUT", 2.0, minimum=0.1)

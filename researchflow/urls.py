@@ -1,7 +1,23 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
-from django.urls import include, path
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import include, path, re_path
+from django.views.defaults import page_not_found
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """JSON for API clients (the API's error shape), Django's page for browsers."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"detail": "Not found.", "code": "not_found", "errors": {}}, status=404
+        )
+    return page_not_found(request, exception or Exception("not found"))
+
+
+handler404: Any = not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -10,4 +26,6 @@ urlpatterns = [
     path("api/", include("events.urls")),
     path("", include("events.ops_urls")),
     path("", include("web.urls")),
+    # Unknown /api/ paths answer in the API's JSON error shape, in DEBUG too.
+    re_path(r"^api/", not_found),
 ]

@@ -60,3 +60,13 @@ def world(db: Any) -> World:
 def _fast_password_hashing(settings: Any) -> None:
     # PBKDF2's 1M iterations cost ~0.25 s per persona; tests don't need the work factor.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Any:
+    # Throttle counters live in the cache; one test's logins must not throttle the next.
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -246,3 +246,28 @@ def test_it_documents_camel_case_fields(world: Any) -> None:
     schemas = document["components"]["schemas"]
     assert "itemsProcessed" in schemas["ProgressRequest"]["properties"]
     assert "projectId" in schemas["RunDetail"]["properties"]
+
+
+def test_it_documents_each_route_once(world: Any) -> None:
+    paths = json.loads(APIClient().get("/api/schema/?format=json").content)["paths"]
+    assert "/api/runs/" in paths and "/api/runs" not in paths
+
+
+def test_it_throttles_password_guessing(world: Any, settings: Any) -> None:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    statuses = [
+        client.post(
+            "/api/auth/token/", {"username": "alice", "password": "wrong"}, format="json"
+        ).status_code
+        for _ in range(31)
+    ]
+    assert statuses[:30] == [400] * 30
+    assert statuses[30] == 429
+
+
+def test_unknown_api_paths_answer_json_404(world: Any) -> None:
+    response = world.client(world.alice).get("/api/nope/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"

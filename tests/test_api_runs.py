@@ -799,3 +799,13 @@ def test_it_keeps_the_stage_unchanged_when_the_bus_refuses_progress(
     refreshed = Stage.objects.get(pk=stage.pk)
     assert (refreshed.progress, refreshed.status_message) == (0, "")
     assert refreshed.status == StageStatus.RUNNING
+
+
+@pytest.mark.parametrize("url", ["/api/runs", "/api/runs/"])
+def test_it_accepts_urls_with_and_without_the_trailing_slash(world: Any, url: str) -> None:
+    response = post(
+        world.client(world.alice),
+        url,
+        {"projectId": world.project.pk, "name": "R", "stages": ["a"]},
+    )
+    assert response.status_code == 201

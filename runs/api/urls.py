@@ -2,60 +2,57 @@
 
 Ids in paths are matched loosely (`str`) and checked in the views, so a malformed id answers
 our JSON 404 rather than Django's HTML one.
+
+Every route also answers without its trailing slash (`POST /api/runs`, as the seed's API
+spells it): otherwise CommonMiddleware's APPEND_SLASH turns such a POST into a 500 in DEBUG
+and a body-dropping redirect in production. The slashless twin is left out of the schema.
 """
 
 from __future__ import annotations
 
-from django.urls import path
+from typing import Any
+
+from django.urls import URLPattern, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.views import APIView
 
 from . import views
 
 app_name = "api"
 
+
+def route(pattern: str, view: type[APIView], name: str) -> list[URLPattern]:
+    """`pattern` without its trailing slash; both spellings resolve, one is documented."""
+    undocumented: Any = type(view.__name__, (view,), {"schema": None})
+    return [
+        path(f"{pattern}/", view.as_view(), name=name),
+        path(pattern, undocumented.as_view()),
+    ]
+
+
 urlpatterns = [
-    path("auth/token/", views.TokenView.as_view(), name="auth-token"),
-    path("projects/", views.ProjectListView.as_view(), name="project-list"),
-    path("projects/<str:project_id>/", views.ProjectDetailView.as_view(), name="project-detail"),
-    path(
-        "projects/<str:project_id>/members/",
-        views.ProjectMembersView.as_view(),
-        name="project-members",
+    *route("auth/token", views.TokenView, "auth-token"),
+    *route("projects", views.ProjectListView, "project-list"),
+    *route("projects/<str:project_id>", views.ProjectDetailView, "project-detail"),
+    *route("projects/<str:project_id>/members", views.ProjectMembersView, "project-members"),
+    *route(
+        "projects/<str:project_id>/members/<str:username>",
+        views.ProjectMemberView,
+        "project-member",
     ),
-    path(
-        "projects/<str:project_id>/members/<str:username>/",
-        views.ProjectMemberView.as_view(),
-        name="project-member",
-    ),
-    path("runs/", views.RunListView.as_view(), name="run-list"),
-    path("runs/<str:run_id>/", views.RunDetailView.as_view(), name="run-detail"),
-    path("runs/<str:run_id>/start/", views.RunStartView.as_view(), name="run-start"),
-    path("runs/<str:run_id>/complete/", views.RunCompleteView.as_view(), name="run-complete"),
-    path("runs/<str:run_id>/fail/", views.RunFailView.as_view(), name="run-fail"),
-    path("runs/<str:run_id>/artifacts/", views.RunArtifactsView.as_view(), name="run-artifacts"),
-    path("runs/<str:run_id>/approvals/", views.RunApprovalsView.as_view(), name="run-approvals"),
-    path("stages/<str:stage_id>/start/", views.StageStartView.as_view(), name="stage-start"),
-    path(
-        "stages/<str:stage_id>/progress/",
-        views.StageProgressView.as_view(),
-        name="stage-progress",
-    ),
-    path(
-        "stages/<str:stage_id>/complete/",
-        views.StageCompleteView.as_view(),
-        name="stage-complete",
-    ),
-    path("stages/<str:stage_id>/fail/", views.StageFailView.as_view(), name="stage-fail"),
-    path(
-        "approvals/<str:approval_id>/grant/",
-        views.ApprovalGrantView.as_view(),
-        name="approval-grant",
-    ),
-    path(
-        "approvals/<str:approval_id>/deny/",
-        views.ApprovalDenyView.as_view(),
-        name="approval-deny",
-    ),
+    *route("runs", views.RunListView, "run-list"),
+    *route("runs/<str:run_id>", views.RunDetailView, "run-detail"),
+    *route("runs/<str:run_id>/start", views.RunStartView, "run-start"),
+    *route("runs/<str:run_id>/complete", views.RunCompleteView, "run-complete"),
+    *route("runs/<str:run_id>/fail", views.RunFailView, "run-fail"),
+    *route("runs/<str:run_id>/artifacts", views.RunArtifactsView, "run-artifacts"),
+    *route("runs/<str:run_id>/approvals", views.RunApprovalsView, "run-approvals"),
+    *route("stages/<str:stage_id>/start", views.StageStartView, "stage-start"),
+    *route("stages/<str:stage_id>/progress", views.StageProgressView, "stage-progress"),
+    *route("stages/<str:stage_id>/complete", views.StageCompleteView, "stage-complete"),
+    *route("stages/<str:stage_id>/fail", views.StageFailView, "stage-fail"),
+    *route("approvals/<str:approval_id>/grant", views.ApprovalGrantView, "approval-grant"),
+    *route("approvals/<str:approval_id>/deny", views.ApprovalDenyView, "approval-deny"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

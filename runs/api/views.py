@@ -30,6 +30,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from runs import services
@@ -222,6 +223,9 @@ class TokenView(ApiView):
 
     authentication_classes: Any = []  # no session → no CSRF on this POST
     permission_classes: Any = []
+    # Password guessing: a per-client rate (REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["login"]).
+    throttle_classes: Any = [ScopedRateThrottle]
+    throttle_scope = "login"
 
     @extend_schema(
         request=s.TokenRequestSerializer,

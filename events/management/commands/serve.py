@@ -2,11 +2,21 @@
 
     python manage.py serve                      # daphne on $PORT
     python manage.py serve --server uvicorn --workers 4 --compression
+
+Several uvicorn workers share Prometheus series through a directory (prometheus_client's
+multiprocess mode): unless PROMETHEUS_MULTIPROC_DIR is set already, this command makes one per
+run and removes it at exit. The variable must be in the environment before any worker imports
+prometheus_client, which is why it is set here, in the parent, before the workers start.
+
+SIGTERM closes open WebSockets with 1001 after their queued frames (events/shutdown.py), then
+the server shuts down as usual.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from django.conf import settings
@@ -51,7 +61,25 @@ class Command(BaseCommand):
             raise SystemExit(2)
         import uvicorn
 
+        own_dir = None
+        if options["workers"] > 1:
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+                os.makedirs(path, exist_ok=True)
+            else:
+                path = own_dir = tempfile.mkdtemp(prefix="researchflow-prometheus-")
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+            from events import metrics
+
+            metrics.clean_multiprocess_dir(path)  # values of a previous run would be summed in
         self.stdout.write(f"uvicorn serving http://{host}:{port}/ (WebSocket at /ws)")
+        try:
+            self._uvicorn(uvicorn, host, port, options)
+        finally:
+            if own_dir is not None:
+                shutil.rmtree(own_dir, ignore_errors=True)
+
+    def _uvicorn(self, uvicorn: Any, host: str, port: int, options: dict[str, Any]) -> None:
         uvicorn.run(
             APP,
             host=host,
