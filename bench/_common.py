@@ -368,8 +368,7 @@ class ClientConn(asyncio.Protocol):
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  (uvloop's is no asyncio.Transport)
         self.proto.send_request(self.proto.connect())
         self._flush()
 

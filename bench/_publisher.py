@@ -78,8 +78,11 @@ class GatewayTrigger:
 
 class BareTrigger:
     def __init__(self, url: str) -> None:
+        import warnings
+
         from websockets.sync.client import connect
 
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
         self.ws = connect(url, compression=None, open_timeout=10)
         self.ws.recv(10)  # connection.established
         self.ws.send(json.dumps({"type": "bench.control"}))

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from websockets import broadcast
+from websockets import ConnectionClosed, broadcast
 from websockets.asyncio.server import ServerConnection, serve
 
 ALPHABET = string.digits + string.ascii_lowercase
@@ -70,29 +70,35 @@ async def handler(ws: ServerConnection) -> None:
         )
     )
     try:
-        async for raw in ws:
-            msg = orjson.loads(raw)
-            kind = msg.get("type")
-            if kind == "auth":
-                SUBSCRIBERS.add(ws)
-                await ws.send(
-                    frame("auth.success", {"userId": "alice", "projectId": None, "runId": None})
-                )
-            elif kind == "bench.control":
-                await ws.send(frame("bench.ok", {}))
-            elif kind == "bench.burst":
-                ids = []
-                for _ in range(int(msg.get("count", 1))):
-                    event_id = NEXT_ID[0]
-                    NEXT_ID[0] += 1
-                    broadcast(SUBSCRIBERS, event_frame(event_id))
-                    ids.append(event_id)
-                    await asyncio.sleep(0)  # let the loop flush, as a server between events
-                await ws.send(orjson.dumps({"type": "bench.done", "ids": ids}).decode())
-            elif kind == "ping":
-                await ws.send(frame("pong", {}))
+        await serve_one(ws)
+    except ConnectionClosed:
+        pass
     finally:
         SUBSCRIBERS.discard(ws)
+
+
+async def serve_one(ws: ServerConnection) -> None:
+    async for raw in ws:
+        msg = orjson.loads(raw)
+        kind = msg.get("type")
+        if kind == "auth":
+            SUBSCRIBERS.add(ws)
+            await ws.send(
+                frame("auth.success", {"userId": "alice", "projectId": None, "runId": None})
+            )
+        elif kind == "bench.control":
+            await ws.send(frame("bench.ok", {}))
+        elif kind == "bench.burst":
+            ids = []
+            for _ in range(int(msg.get("count", 1))):
+                event_id = NEXT_ID[0]
+                NEXT_ID[0] += 1
+                broadcast(SUBSCRIBERS, event_frame(event_id))
+                ids.append(event_id)
+                await asyncio.sleep(0)  # let the loop flush, as a server between events
+            await ws.send(orjson.dumps({"type": "bench.done", "ids": ids}).decode())
+        elif kind == "ping":
+            await ws.send(frame("pong", {}))
 
 
 async def main(port: int) -> None:

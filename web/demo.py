@@ -68,9 +68,7 @@ def _release() -> None:
 def _drive(base_url: str, token: str, project_id: str | None, pace: float) -> None:
     try:
         # Looked up at call time (module global), so tests can monkeypatch `web.demo.run_demo`.
-        run_id = run_demo(
-            base_url, token, project_id=project_id, pace=pace, log=_log_step
-        )
+        run_id = run_demo(base_url, token, project_id=project_id, pace=pace, log=_log_step)
         logger.info("demo run %s finished", run_id)
     except DemoError as exc:
         logger.warning("demo run stopped: %s", exc)

@@ -56,7 +56,8 @@ def start_demo_run(request: HttpRequest) -> HttpResponse:
 
     project_id = request.POST.get("project") or None
     if project_id is not None and (
-        not is_object_id(project_id, "prj") or not visible_projects(user).filter(pk=project_id).exists()
+        not is_object_id(project_id, "prj")
+        or not visible_projects(user).filter(pk=project_id).exists()
     ):
         return JsonResponse({"detail": "project not found"}, status=400)
 

@@ -767,12 +767,17 @@ function renderStage(view, stage) {
   row.fill.style.width = `${progress}%`;
   row.percent.textContent = `${progress}%`;
   const parts = [];
-  if (stage.status === "failed") parts.push(`Failed: ${humanise(stage.errorCode ?? "error")}`);
-  if (stage.statusMessage) parts.push(stage.statusMessage);
-  if (stage.itemsTotal != null && stage.itemsProcessed != null && !stage.statusMessage) {
-    parts.push(`${numberFormat.format(stage.itemsProcessed)} of ${numberFormat.format(stage.itemsTotal)} items`);
+  if (stage.status === "completed") {
+    // The last progress message ("Processing 500 of 1000 rows") is stale once a stage is done.
+    parts.push(stage.itemsTotal != null ? `Done: ${numberFormat.format(stage.itemsTotal)} items` : "Done");
+  } else {
+    if (stage.status === "failed") parts.push(`Failed: ${humanise(stage.errorCode ?? "error")}`);
+    if (stage.statusMessage) parts.push(stage.statusMessage);
+    else if (stage.itemsTotal != null && stage.itemsProcessed != null) {
+      parts.push(`${numberFormat.format(stage.itemsProcessed)} of ${numberFormat.format(stage.itemsTotal)} items`);
+    }
+    if (parts.length === 0 && stage.status === "pending") parts.push("Waiting to start");
   }
-  if (parts.length === 0 && stage.status === "pending") parts.push("Waiting to start");
   row.message.textContent = parts.join(" — ");
 }
 
