@@ -623,10 +623,15 @@ def client_worker(
     asyncio.set_event_loop(loop)
     pool = ClientPool(loop, host, port, token, compression)
 
+    def reply(obj: Any) -> None:
+        # uvloop's add_reader made the pipe non-blocking; a 2 MB latency array needs blocking.
+        os.set_blocking(ctl.fileno(), True)
+        ctl.send(obj)
+
     async def main() -> None:
         report = await pool.open_many(n, concurrency, connect_timeout, auth)
         report["errors"] = pool.errors[:3]
-        ctl.send(report)
+        reply(report)
         commands: asyncio.Queue[Any] = asyncio.Queue()
         loop.add_reader(ctl.fileno(), lambda: commands.put_nowait(ctl.recv()))
         while True:
@@ -634,7 +639,7 @@ def client_worker(
             op = cmd[0]
             if op == "arm":
                 pool.arm()
-                ctl.send({"armed": True, "cpu": time.process_time()})
+                reply({"armed": True, "cpu": time.process_time()})
             elif op == "wait":  # ("wait", expected_count, timeout_s, quiet_s)
                 _, expected, timeout, quiet = cmd
                 end = time.monotonic() + timeout
@@ -643,7 +648,7 @@ def client_worker(
                 # a short quiet period to catch duplicates or extras
                 await asyncio.sleep(quiet)
                 s = pool.stats
-                ctl.send(
+                reply(
                     {
                         "complete": pool.complete(expected),
                         "frames": s.frames,
@@ -658,14 +663,14 @@ def client_worker(
                     }
                 )
             elif op == "verdict":
-                ctl.send(pool.verdict(cmd[1]))
+                reply(pool.verdict(cmd[1]))
             elif op == "count_open":
-                ctl.send(len([c for c in pool.clients if not c.closed]))
+                reply(len([c for c in pool.clients if not c.closed]))
             elif op == "close":
                 for c in pool.clients:
                     c.close()
                 await asyncio.sleep(0.2)
-                ctl.send({"closed": True})
+                reply({"closed": True})
                 return
 
     try:

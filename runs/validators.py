@@ -15,7 +15,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
 
-from events import phi
+from events import metrics, phi
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class PhiSafe:
                 "could not be checked for PHI; use plain text", code=self.code
             ) from None
         if findings:
+            for category in set(findings):
+                metrics.PHI_REJECTIONS.labels(category=category).inc()
             categories = ", ".join(sorted(set(findings)))
             logger.info("refused %s: possible PHI (%s)", self.field_name, categories)
             # The error is reported under the field's own key (or next to it in a form), so
