@@ -115,9 +115,9 @@ def _database_config() -> dict[str, object]:
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
             ),
         }
-        # Tests use a file too (pytest-xdist suffixes it per worker): the consumer's database
+        # Tests use a file too (one per process, so parallel runs never share it): the database
         # threads and WAL behave as in production, unlike a shared-cache in-memory database.
-        config["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+        config["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
         if config.get("NAME") in ("", ":memory:"):
             raise ImproperlyConfigured(
                 "DATABASE_URL: an in-memory SQLite database cannot be shared"
