@@ -45,7 +45,9 @@ CLOSE_TOO_MANY = 4429
 AUTH_FIELDS = frozenset(
     {"token", "userId", "projectId", "runId", "lastEventId", "eventTypes", "eventCategories"}
 )
-_NO_LAYER = "researchflow.no-per-socket-channel"  # an alias with no config: get_channel_layer → None
+_NO_LAYER = (
+    "researchflow.no-per-socket-channel"  # an alias with no config: get_channel_layer → None
+)
 
 
 class ProtocolError(Exception):
@@ -56,7 +58,9 @@ class ProtocolError(Exception):
 
 
 def _now_frame(msg_type: str, payload: dict[str, Any]) -> str:
-    return orjson.dumps({"type": msg_type, "timestamp": iso_timestamp(), "payload": payload}).decode()
+    return orjson.dumps(
+        {"type": msg_type, "timestamp": iso_timestamp(), "payload": payload}
+    ).decode()
 
 
 class RunEventsConsumer(AsyncJsonWebsocketConsumer):
@@ -330,9 +334,11 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         # One message for "doesn't exist" and "not yours": never confirm a foreign id.
         if project_id is not None and member_of is not None and project_id not in member_of:
             return self._auth_failed("project not found or not accessible")
-        if project_id is not None and member_of is None and not await database_sync_to_async(
-            _project_exists
-        )(project_id):
+        if (
+            project_id is not None
+            and member_of is None
+            and not await database_sync_to_async(_project_exists)(project_id)
+        ):
             return self._auth_failed("project not found or not accessible")
         if run_id is not None:
             run_project = await database_sync_to_async(access.run_project)(run_id)
@@ -390,7 +396,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._slot_claimed = True
         return True
 
-    async def _set_user(self, user: Any, member_of: frozenset[str] | None | str = "load") -> None:
+    async def _set_user(self, user: Any, member_of: frozenset[str] | str | None = "load") -> None:
         if member_of == "load":
             member_of = await database_sync_to_async(access.visible_projects)(user)
         assert not isinstance(member_of, str)
@@ -416,7 +422,11 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         if (
             standing is None
             or not standing.active
-            or (cred is not None and cred.kind == "rest-token" and cred.token_key not in valid_tokens)
+            or (
+                cred is not None
+                and cred.kind == "rest-token"
+                and cred.token_key not in valid_tokens
+            )
         ):
             self.visible_projects = frozenset()
             self.hub.reindex(self)
@@ -467,9 +477,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
 
     def _resync(self, after: int, oldest: int) -> None:
         metrics.RESYNC_REQUIRED.inc()
-        self._push(
-            _now_frame("resync.required", {"lastEventId": after, "oldestEventId": oldest})
-        )
+        self._push(_now_frame("resync.required", {"lastEventId": after, "oldestEventId": oldest}))
 
     # --- outbound ------------------------------------------------------------------------
 
@@ -601,7 +609,8 @@ def _only(payload: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
     if extra:
         raise ProtocolError(
             "invalid_message",
-            "unknown payload fields" + (f"; allowed: {', '.join(sorted(allowed))}" if allowed else ""),
+            "unknown payload fields"
+            + (f"; allowed: {', '.join(sorted(allowed))}" if allowed else ""),
             fields=sorted(str(f)[:40] for f in extra)[:10],
         )
 

@@ -129,7 +129,11 @@ class Hub:
 
     @classmethod
     def running(cls) -> list[Hub]:
-        return [hub for loop, hub in list(cls._hubs.items()) if loop.is_running() and not loop.is_closed() and not hub._stopping]
+        return [
+            hub
+            for loop, hub in list(cls._hubs.items())
+            if loop.is_running() and not loop.is_closed() and not hub._stopping
+        ]
 
     async def ready(self) -> None:
         await self._ready.wait()
@@ -589,5 +593,3 @@ def merge_stats(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
     for key in ("sent", "coalesced", "dropped"):
         total["messages"][key] += part["messages"][key]
     return total
-
-
