@@ -11,9 +11,7 @@ from django.views.defaults import page_not_found
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """JSON for API clients (the API's error shape), Django's page for browsers."""
     if request.path.startswith("/api/"):
-        return JsonResponse(
-            {"detail": "Not found.", "code": "not_found", "errors": {}}, status=404
-        )
+        return JsonResponse({"detail": "Not found.", "code": "not_found", "errors": {}}, status=404)
     return page_not_found(request, exception or Exception("not found"))
 
 
