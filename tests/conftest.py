@@ -70,3 +70,13 @@ def _fresh_cache() -> Any:
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+async def hubs_stopped() -> Any:
+    """Stop the event hubs a test's sockets started, so no task outlives the test's loop."""
+    from events.hub import Hub
+
+    yield
+    for hub in Hub.running():
+        await hub.stop()

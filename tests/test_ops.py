@@ -19,10 +19,18 @@ from events import metrics, ops, shutdown
 from events.hub import Hub
 from runs import services
 from tests.servers import free_port
-from tests.ws_helpers import authed_socket, db, open_socket, receive_events
+from tests.ws_helpers import (
+    ALL_CATEGORIES,
+    Gate,
+    authed_socket,
+    db,
+    gated_socket,
+    open_socket,
+    receive_events,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ["RUN_EVENTS", "STAGE_EVENTS", "ARTIFACT_EVENTS", "GOVERNANCE_EVENTS"]
+ALL = ALL_CATEGORIES
 
 
 @pytest.fixture(autouse=True)
@@ -239,37 +247,6 @@ def test_the_serve_command_cleans_a_multiprocess_dir(tmp_path: Path) -> None:
 
 
 # --- graceful shutdown ---------------------------------------------------------------------
-
-
-class Gate:
-    """Wraps the ASGI app so the test decides when socket writes go out (a slow network)."""
-
-    def __init__(self) -> None:
-        self.open = asyncio.Event()
-        self.open.set()
-
-    async def app(self, scope: Any, receive: Any, send: Any) -> Any:
-        from researchflow.asgi import application
-
-        async def gated_send(message: dict[str, Any]) -> None:
-            if message["type"] == "websocket.send":
-                await self.open.wait()
-            await send(message)
-
-        return await application(scope, receive, gated_send)
-
-
-async def gated_socket(gate: Gate, user: Any) -> Any:
-    from channels.testing import WebsocketCommunicator
-
-    from tests.ws_helpers import ORIGIN, send, token_for
-
-    comm = WebsocketCommunicator(gate.app, "/ws", headers=[ORIGIN])
-    assert (await comm.connect(timeout=5))[0]
-    await comm.receive_json_from(timeout=5)
-    await send(comm, "auth", token=await db(token_for)(user), eventCategories=ALL)
-    assert (await comm.receive_json_from(timeout=5))["type"] == "auth.success"
-    return comm
 
 
 def _three_runs(world: Any) -> list[str]:

@@ -10,9 +10,9 @@ from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
 from events.access import make_socket_token
-from events.hub import Hub
 from runs import services
 from tests.ws_helpers import (
+    ALL_CATEGORIES,
     authed_socket,
     db,
     open_socket,
@@ -22,15 +22,8 @@ from tests.ws_helpers import (
     token_for,
 )
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
-ALL = ["RUN_EVENTS", "STAGE_EVENTS", "ARTIFACT_EVENTS", "GOVERNANCE_EVENTS"]
-
-
-@pytest.fixture(autouse=True)
-async def _stop_hubs() -> Any:
-    yield
-    for hub in Hub.running():
-        await hub.stop()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hubs_stopped")]
+ALL = ALL_CATEGORIES
 
 
 async def test_it_gives_the_outsider_nothing(world: Any) -> None:

@@ -6,16 +6,16 @@ import asyncio
 from typing import Any
 
 import pytest
-from channels.testing import WebsocketCommunicator
 
 from events.hub import Hub
 from events.models import Event, EventLogState
-from researchflow.asgi import application
 from runs import services
 from tests.ws_helpers import (
-    ORIGIN,
+    ALL_CATEGORIES,
+    Gate,
     authed_socket,
     db,
+    gated_socket,
     open_socket,
     receive_events,
     request,
@@ -23,15 +23,8 @@ from tests.ws_helpers import (
     token_for,
 )
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
-ALL = ["RUN_EVENTS", "STAGE_EVENTS", "ARTIFACT_EVENTS", "GOVERNANCE_EVENTS"]
-
-
-@pytest.fixture(autouse=True)
-async def _stop_hubs() -> Any:
-    yield
-    for hub in Hub.running():
-        await hub.stop()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hubs_stopped")]
+ALL = ALL_CATEGORIES
 
 
 def running_stage(world: Any) -> Any:
@@ -40,31 +33,6 @@ def running_stage(world: Any) -> Any:
     stage = run.stages.get(position=0)
     services.start_stage(stage.pk)
     return stage
-
-
-class Gate:
-    """Wraps the ASGI app so a test can stall the socket's writes: a slow client."""
-
-    def __init__(self) -> None:
-        self.open = asyncio.Event()
-        self.open.set()
-
-    async def app(self, scope: Any, receive: Any, send: Any) -> Any:
-        async def gated_send(message: dict[str, Any]) -> None:
-            if message["type"] == "websocket.send":
-                await self.open.wait()
-            await send(message)
-
-        return await application(scope, receive, gated_send)
-
-
-async def gated_socket(gate: Gate, user: Any) -> WebsocketCommunicator:
-    comm = WebsocketCommunicator(gate.app, "/ws", headers=[ORIGIN])
-    assert (await comm.connect(timeout=5))[0]
-    await comm.receive_json_from(timeout=5)
-    await send(comm, "auth", token=await db(token_for)(user), eventCategories=ALL)
-    assert (await comm.receive_json_from(timeout=5))["type"] == "auth.success"
-    return comm
 
 
 async def test_it_coalesces_progress_for_a_client_that_falls_behind(world: Any) -> None:

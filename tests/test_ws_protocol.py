@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from events.hub import Hub
 from runs import services
 from tests.ws_helpers import (
     authed_socket,
@@ -20,15 +19,8 @@ from tests.ws_helpers import (
     token_for,
 )
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hubs_stopped")]
 TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-
-
-@pytest.fixture(autouse=True)
-async def _stop_hubs() -> Any:
-    yield
-    for hub in Hub.running():
-        await hub.stop()
 
 
 async def test_it_greets_with_client_id_and_version() -> None:

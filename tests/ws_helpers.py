@@ -88,3 +88,32 @@ def db(fn: Any) -> Any:
 
 async def settle(seconds: float = 0.05) -> None:
     await asyncio.sleep(seconds)
+
+
+ALL_CATEGORIES = ["RUN_EVENTS", "STAGE_EVENTS", "ARTIFACT_EVENTS", "GOVERNANCE_EVENTS"]
+
+
+class Gate:
+    """Wraps the ASGI app so a test decides when socket writes go out: a slow client."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def app(self, scope: Any, receive: Any, send: Any) -> Any:
+        async def gated_send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.send":
+                await self.open.wait()
+            await send(message)
+
+        return await application(scope, receive, gated_send)
+
+
+async def gated_socket(gate: Gate, user: User) -> WebsocketCommunicator:
+    """An authenticated socket, subscribed to everything, whose writes the gate controls."""
+    comm = WebsocketCommunicator(gate.app, "/ws", headers=[ORIGIN])
+    assert (await comm.connect(timeout=5))[0]
+    await comm.receive_json_from(timeout=5)
+    await send(comm, "auth", token=await db(token_for)(user), eventCategories=ALL_CATEGORIES)
+    assert (await comm.receive_json_from(timeout=5))["type"] == "auth.success"
+    return comm
