@@ -97,6 +97,7 @@ class Hub:
         self.last_id: int | None = None
         self._by_project: dict[str, set[Subscriber]] = {}
         self._everything: set[Subscriber] = set()  # staff sockets
+        self._indexed: dict[Subscriber, frozenset[str] | None] = {}
         self._subscribers: set[Subscriber] = set()
         self._sockets_per_user: Counter[int] = Counter()
         self._waiting: dict[int, LoggedEvent] = {}  # out-of-order events, keyed by prev id
@@ -197,6 +198,8 @@ class Hub:
 
     def _index(self, sub: Subscriber) -> None:
         projects = sub.visible_projects
+        # Remember what we indexed it under: unindexing must not scan every project.
+        self._indexed[sub] = projects
         if projects is None:
             self._everything.add(sub)
         else:
@@ -204,12 +207,18 @@ class Hub:
                 self._by_project.setdefault(project, set()).add(sub)
 
     def _unindex(self, sub: Subscriber) -> None:
-        self._everything.discard(sub)
-        for project in list(self._by_project):
-            subs = self._by_project[project]
-            subs.discard(sub)
-            if not subs:
-                del self._by_project[project]
+        if sub not in self._indexed:
+            return
+        projects = self._indexed.pop(sub)
+        if projects is None:
+            self._everything.discard(sub)
+            return
+        for project in projects:
+            subs = self._by_project.get(project)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_project[project]
 
     def claim_user_slot(self, user_id: int) -> bool:
         limit = settings.WS_MAX_CONNECTIONS_PER_USER
