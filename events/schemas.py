@@ -99,7 +99,9 @@ StaffId = Annotated[str, StringConstraints(pattern=r"^[\w.@+-]{1,150}$")]
 
 
 def _real_moment(value: str) -> str:
-    datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+    # The pattern already fixed the shape; this refuses impossible dates (2026-02-30).
+    # fromisoformat is ~30x cheaper than strptime, and this runs on every event.
+    datetime.fromisoformat(value[:-1])
     return value
 
 
