@@ -86,7 +86,6 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._queue: deque[list[Any]] = deque()
         self._queued = 0
         self._progress_slots: dict[str, list[Any]] = {}
-        self._wakeup: asyncio.Future[None] | None = None
         self._held: list[LoggedEvent] | None = None  # events held while a resume replays
         self._closing = False
         self._going_away = False
@@ -106,7 +105,6 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         metrics.CONNECTS.inc()
         metrics.SOCKETS_OPEN.inc()
         self.hub.add(self)
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         self._arm_timer()
 
         session_user = self.scope.get("user")
@@ -172,8 +170,14 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
     # --- timers: auth deadline, heartbeat ------------------------------------------------
 
     def _arm_timer(self) -> None:
-        interval = min(settings.WS_AUTH_TIMEOUT, settings.WS_HEARTBEAT_TIMEOUT) / 4
-        self._timer = asyncio.get_running_loop().call_later(min(interval, 1.0), self._tick)
+        # One timer per socket, due at the next deadline (auth, or heartbeat silence). It is
+        # re-armed only when it fires, so an idle socket costs one wake-up per timeout
+        # period, not one per second.
+        deadline = self._last_inbound + settings.WS_HEARTBEAT_TIMEOUT
+        if self.user is None:
+            deadline = min(deadline, self._connected_at + settings.WS_AUTH_TIMEOUT)
+        delay = max(0.0, deadline - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
 
     def _tick(self) -> None:
         if self._closing:
@@ -533,44 +537,40 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._push(_now_frame("error", {"message": message, "details": {"code": code, **details}}))
 
     def _wake(self) -> None:
-        waiter = self._wakeup
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        # The writer exists only while there is something to send: an idle socket holds no
+        # task (memory per socket is the cost that decides how many sockets a process holds).
+        if self._writer is None and self._queue:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         send = self.base_send
-        sampled = 0
-        while True:
-            if not self._queue:
-                self._wakeup = loop.create_future()
-                await self._wakeup
-                self._wakeup = None
-                continue
-            item, event_id = self._queue.popleft()
-            if item is None:
-                continue  # coalesced away
-            self._queued -= 1
-            if isinstance(item, str):
-                await send({"type": "websocket.send", "text": item})
-                continue
-            if isinstance(item, tuple):
-                await self._close(item[1])
-                return
-            if item.type == "stage.progress":
-                stage_id = item.stage_id
-                slot = self._progress_slots.get(stage_id)
-                if slot is not None and slot[1] == event_id:
-                    del self._progress_slots[stage_id]
-            await send({"type": "websocket.send", "text": item.frame})
-            self.last_sent_id = event_id
-            self.message_count += 1
-            self.hub.delivered += 1
-            sampled += 1
-            if sampled >= 16 and item.committed_at:
-                # Sampled: a histogram observation per frame costs more than the frame.
-                sampled = 0
-                metrics.PUBLISH_TO_SEND.observe(max(0.0, time.time() - item.committed_at))
+        hub = self.hub
+        try:
+            # No await between the emptiness check and leaving: nothing can slip in unseen.
+            while self._queue:
+                item, event_id = self._queue.popleft()
+                if item is None:
+                    continue  # coalesced away
+                self._queued -= 1
+                if isinstance(item, str):
+                    await send({"type": "websocket.send", "text": item})
+                    continue
+                if isinstance(item, tuple):
+                    await self._close(item[1])
+                    return
+                if item.type == "stage.progress":
+                    slot = self._progress_slots.get(item.stage_id)
+                    if slot is not None and slot[1] == event_id:
+                        del self._progress_slots[item.stage_id]
+                await send({"type": "websocket.send", "text": item.frame})
+                self.last_sent_id = event_id
+                self.message_count += 1
+                hub.delivered += 1
+                if not hub.delivered & 15 and item.committed_at:
+                    # Sampled: a histogram observation per frame costs more than the frame.
+                    metrics.PUBLISH_TO_SEND.observe(max(0.0, time.time() - item.committed_at))
+        finally:
+            self._writer = None
 
     # --- helpers -------------------------------------------------------------------------
 
