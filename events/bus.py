@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 from asgiref.sync import async_to_sync
 from django.db import connections, transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from . import metrics, phi
@@ -143,6 +142,43 @@ def lock_log(using: str = "default") -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOG_LOCK_KEY])
 
 
+def _log_head(using: str = "default") -> int | None:
+    """The newest logged id. Raw SQL: the ORM's aggregate() compiles a query each call and
+    was a third of the publish path's cost; MAX over the primary key is an index lookup."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(f"SELECT MAX(id) FROM {Event._meta.db_table}")  # noqa: S608 (constant)
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _insert_event(
+    event_type: str, project_id: str, run_id: str, payload: dict[str, Any], created_at: datetime
+) -> int:
+    """INSERT … RETURNING id, values prepared by the model's own fields (JSON, datetimes).
+
+    The same row `Event.objects.create()` writes, without compiling an INSERT per event: the
+    ORM's save machinery was the largest cost left on the publish path.
+    """
+    connection = connections["default"]
+    fields = {f.name: f for f in Event._meta.concrete_fields}
+    params = [
+        event_type,
+        project_id,
+        run_id,
+        fields["payload"].get_db_prep_save(payload, connection),
+        fields["created_at"].get_db_prep_save(created_at, connection),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_SQL, params)
+        return int(cursor.fetchone()[0])
+
+
+_INSERT_SQL = (
+    f"INSERT INTO {Event._meta.db_table} (type, project_id, run_id, payload, created_at) "  # noqa: S608
+    "VALUES (%s, %s, %s, %s, %s) RETURNING id"
+)
+
+
 class EventBus:
     def __init__(self) -> None:
         self._handlers: dict[str, list[Handler]] = {}
@@ -176,26 +212,21 @@ class EventBus:
             )
             raise PHIRejected(event_type, findings)
         created_at = at or timezone.now()
+        project_id, run_id = data["projectId"], data.get("runId", "")
         with transaction.atomic():
             lock_log()
-            prev_id = Event.objects.aggregate(last=Max("id"))["last"]
-            row = Event.objects.create(
-                type=event_type,
-                project_id=data["projectId"],
-                run_id=data.get("runId", ""),
-                payload=data,
-                created_at=created_at,
-            )
+            prev_id = _log_head()
+            event_id = _insert_event(event_type, project_id, run_id, data, created_at)
             timestamp = iso_timestamp(created_at)
             record = LoggedEvent(
-                id=row.id,
+                id=event_id,
                 prev_id=prev_id,
                 type=event_type,
-                project_id=row.project_id,
-                run_id=row.run_id,
+                project_id=project_id,
+                run_id=run_id,
                 timestamp=timestamp,
                 payload=data,
-                frame=encode_frame(row.id, event_type, timestamp, data),
+                frame=encode_frame(event_id, event_type, timestamp, data),
                 stage_id=data.get("stageId", ""),
             )
             transaction.on_commit(lambda: self._committed(record), robust=True)
