@@ -26,6 +26,8 @@ if str(ROOT) not in sys.path:
 
 from tests.servers import AppServer, RedisServer, free_port, wait_for_port  # noqa: E402
 
+__all__ = ["AppServer", "RedisServer"]  # re-exported for the bench scripts
+
 PYTHON = sys.executable
 CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
 SERVER_CORE = CORES[0]
@@ -145,8 +147,48 @@ BENCH_ENV = {
 }
 
 
+# Bench-only experiments (bench/_variant_server.py): uvicorn with one proposed fix each.
+VARIANTS: dict[str, list[str]] = {
+    "uv-nosess": ["--no-session-send-wrapper"],
+    "uv-sansio": ["--ws", "websockets-sansio"],
+    "uv-gc": ["--gc-freeze"],
+    "uv-set": ["--plain-settings"],
+    "uv-db": ["--persistent-db"],
+    "uv-best": [
+        "--no-session-send-wrapper",
+        "--ws",
+        "websockets-sansio",
+        "--gc-freeze",
+        "--plain-settings",
+        "--persistent-db",
+    ],
+    "uv-tm": ["--tracemalloc"],
+}
+
+
+class _VariantApp(AppServer):
+    def __init__(self, variant_args: list[str], **kwargs: Any) -> None:
+        super().__init__("uvicorn", **kwargs)
+        self.variant_args = variant_args
+
+    def start(self) -> AppServer:
+        cmd = [PYTHON, str(ROOT / "bench" / "_variant_server.py"), "--port", str(self.port)]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd + self.variant_args,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        wait_for_port(self.port, 30, self.proc)
+        return self
+
+
 class Gateway:
-    """The project's server (daphne or uvicorn) pinned to one core, with seed data."""
+    """The project's server (daphne or uvicorn, or a VARIANTS experiment) pinned to one core,
+    with seed data."""
 
     def __init__(
         self,
@@ -161,13 +203,18 @@ class Gateway:
         if redis_url:
             full_env["REDIS_URL"] = redis_url
         full_env.update(env or {})
-        self.app = AppServer(
-            server,
-            env=full_env,
-            migrate=False,
-            seed=False,
-            extra_args=["--compression"] if compression else [],
-        )
+        if server in VARIANTS:
+            self.app: AppServer = _VariantApp(
+                VARIANTS[server], env=full_env, migrate=False, seed=False
+            )
+        else:
+            self.app = AppServer(
+                server,
+                env=full_env,
+                migrate=False,
+                seed=False,
+                extra_args=["--compression"] if compression else [],
+            )
         self.core = core
         self.pid = 0
         self.token = ""
@@ -313,6 +360,95 @@ class Publisher:
                 self.proc.kill()
 
 
+class Profiler:
+    """py-spy (pip install --target /tmp/pyspy py-spy; or PY_SPY=path) sampling a server while
+    it works; on stop prints the top functions and lines by own time ("self") and by
+    inclusive time. Sampling is non-blocking, so it barely disturbs the server."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 250) -> None:
+        import shutil
+
+        self.out = out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        binary = os.environ.get("PY_SPY") or shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy"
+        self.proc: subprocess.Popen[bytes] | None = None
+        if not Path(binary).exists():
+            print(f"  (no py-spy at {binary}: not profiling)", flush=True)
+            return
+        env = dict(os.environ, PYTHONPATH="/tmp/pyspy")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "record",
+                "-p",
+                str(pid),
+                "-r",
+                str(rate),
+                "-f",
+                "raw",
+                "--nonblocking",
+                "-o",
+                str(out),
+                "-d",
+                "600",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        time.sleep(1.0)
+
+    def stop(self, top: int = 25) -> None:
+        import signal
+
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if self.out.exists():
+            print(summarise_collapsed(self.out, top), flush=True)
+
+
+def summarise_collapsed(path: Path, top: int = 25) -> str:
+    """Own-time and inclusive-time tables from py-spy's collapsed stacks (`-f raw -l`)."""
+    import re
+    from collections import Counter
+
+    own: Counter[str] = Counter()
+    own_fn: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    strip_line = re.compile(r":\d+\)$")
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = [f for f in stack.split(";") if f]
+        total += n
+        if frames:
+            own[_short(frames[-1])] += n
+            own_fn[strip_line.sub(")", _short(frames[-1]))] += n
+        for f in {strip_line.sub(")", _short(f)) for f in frames}:
+            incl[f] += n
+    lines = [f"  profile {path} ({total} samples); top own time by line:"]
+    lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(top)]
+    lines.append("  top own time by function:")
+    lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in own_fn.most_common(top)]
+    lines.append("  top inclusive time by function:")
+    lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in incl.most_common(top)]
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    frame = frame.replace(str(ROOT) + "/", "")
+    frame = frame.replace(str(ROOT / ".venv/lib/python3.11/site-packages") + "/", "")
+    return frame.replace("/root/.pyenv/versions/3.11.7/lib/python3.11/", "")
+
+
 # ------------------------------------------------------------------------------------------
 # the client
 # ------------------------------------------------------------------------------------------
@@ -368,7 +504,8 @@ class ClientConn(asyncio.Protocol):
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  (uvloop's is no asyncio.Transport)
+        # uvloop's transport is no asyncio.Transport subclass, hence no isinstance check
+        self.transport = transport  # type: ignore[assignment]
         self.proto.send_request(self.proto.connect())
         self._flush()
 
@@ -397,7 +534,8 @@ class ClientConn(asyncio.Protocol):
                     self.transport.close()  # type: ignore[union-attr]
                     return
                 self.deflate = any(
-                    "permessage-deflate" in v for v in ev.headers.get_all("Sec-WebSocket-Extensions")
+                    "permessage-deflate" in v
+                    for v in ev.headers.get_all("Sec-WebSocket-Extensions")
                 )
             elif ev.opcode is Opcode.TEXT:
                 self._text(ev.data, now)
@@ -406,6 +544,7 @@ class ClientConn(asyncio.Protocol):
             not self.fast
             and self.authed.done()
             and not self.deflate
+            and not self.owner.compression
             and not self.proto.reader.buffer
         ):
             self.fast = True
@@ -521,7 +660,11 @@ class ClientPool:
         self.odd_frames = 0
 
     async def open_many(
-        self, n: int, concurrency: int, timeout: float, auth: bool = True
+        self,
+        n: int,
+        concurrency: int,
+        timeout: float,  # noqa: ASYNC109 (a deadline for many sockets, not one await)
+        auth: bool = True,
     ) -> dict[str, Any]:
         sem = asyncio.Semaphore(concurrency)
         auth_msg = json.dumps(
@@ -557,7 +700,7 @@ class ClientPool:
                             conn.authed, max(0.1, deadline - time.monotonic())
                         )
                         auth_times.append(t_auth - t_est)
-                except Exception as exc:  # noqa: BLE001 (a bench counts failures)
+                except Exception as exc:
                     failures.append(type(exc).__name__ + ": " + str(exc)[:100])
                     if conn is not None:
                         conn.close()
@@ -575,6 +718,38 @@ class ClientPool:
             "handshake_p50_ms": pct(est_times, 50) * 1000 if est_times else None,
             "handshake_p99_ms": pct(est_times, 99) * 1000 if est_times else None,
             "auth_p50_ms": pct(auth_times, 50) * 1000 if auth_times else None,
+        }
+
+    async def auth_all(self, concurrency: int, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+        """Authenticate every open, not yet authenticated socket; `concurrency` in flight."""
+        sem = asyncio.Semaphore(concurrency)
+        auth_msg = json.dumps(
+            {"type": "auth", "payload": {"token": self.token, "eventCategories": CATEGORIES}}
+        )
+        done: list[float] = []
+        failures: list[str] = []
+        deadline = time.monotonic() + timeout
+
+        async def one(conn: ClientConn) -> None:
+            async with sem:
+                t0 = time.time()
+                try:
+                    conn.send_text(auth_msg)
+                    t = await asyncio.wait_for(conn.authed, max(0.1, deadline - time.monotonic()))
+                    done.append(t - t0)
+                except Exception as exc:
+                    failures.append(type(exc).__name__ + ": " + str(exc)[:100])
+
+        t0 = time.time()
+        await asyncio.gather(
+            *(one(c) for c in self.clients if not c.closed and not c.authed.done())
+        )
+        return {
+            "authed": len(done),
+            "failed": len(failures),
+            "failures_sample": sorted(set(failures))[:5],
+            "elapsed_s": time.time() - t0,
+            "auth_p50_ms": pct(done, 50) * 1000 if done else None,
         }
 
     def arm(self) -> None:
@@ -643,7 +818,7 @@ def client_worker(
             elif op == "wait":  # ("wait", expected_count, timeout_s, quiet_s)
                 _, expected, timeout, quiet = cmd
                 end = time.monotonic() + timeout
-                while time.monotonic() < end and not pool.complete(expected):
+                while time.monotonic() < end and not pool.complete(expected):  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
                 # a short quiet period to catch duplicates or extras
                 await asyncio.sleep(quiet)
@@ -654,14 +829,14 @@ def client_worker(
                         "frames": s.frames,
                         "bytes": s.bytes,
                         "first_recv": s.first_recv,
-                        "last_event_recv": max(
-                            (0.0,) if not s.frames else (s.last_recv,)
-                        ),
+                        "last_event_recv": max((0.0,) if not s.frames else (s.last_recv,)),
                         "latencies": s.latencies.tobytes(),
                         "cpu": time.process_time(),
                         "odd_frames": pool.odd_frames,
                     }
                 )
+            elif op == "auth_all":
+                reply(await pool.auth_all(cmd[1], cmd[2]))
             elif op == "verdict":
                 reply(pool.verdict(cmd[1]))
             elif op == "count_open":
@@ -718,8 +893,16 @@ class Clients:
             p = self.ctx.Process(
                 target=client_worker,
                 args=(
-                    child, host, port, self.target.token, share, self.core, self.compression,
-                    max(1, self.concurrency // self.procs), self.auth, self.connect_timeout,
+                    child,
+                    host,
+                    port,
+                    self.target.token,
+                    share,
+                    self.core,
+                    self.compression,
+                    max(1, self.concurrency // self.procs),
+                    self.auth,
+                    self.connect_timeout,
                 ),
                 daemon=True,
             )
@@ -772,6 +955,19 @@ class Clients:
             "cpu": sum(r["cpu"] for r in reports),
             "odd_frames": sum(r["odd_frames"] for r in reports),
         }
+
+    def auth_all(self, concurrency: int = 100, timeout: float = 120) -> dict[str, Any]:
+        reports = self._all(("auth_all", max(1, concurrency // self.procs), timeout), timeout + 30)
+        return {
+            "authed": sum(r["authed"] for r in reports),
+            "failed": sum(r["failed"] for r in reports),
+            "failures_sample": [f for r in reports for f in r["failures_sample"]][:5],
+            "elapsed_s": max(r["elapsed_s"] for r in reports),
+            "auth_p50_ms": median([r["auth_p50_ms"] or float("nan") for r in reports]),
+        }
+
+    def count_open(self) -> int:
+        return sum(self._all(("count_open",)))
 
     def verdict(self, ids: list[int]) -> dict[str, int]:
         out = {"lost": 0, "extra": 0, "duplicates": 0, "closed_clients": 0}

@@ -70,7 +70,9 @@ class GatewayTrigger:
 
     def one(self) -> int:
         self.i += 1
-        return int(self.bus.publish("stage.progress", make_payload(self.project, self.run, self.i)).id)
+        return int(
+            self.bus.publish("stage.progress", make_payload(self.project, self.run, self.i)).id
+        )
 
     def done(self) -> None:
         self.flush(30)

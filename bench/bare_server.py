@@ -6,9 +6,10 @@ On connect it sends `connection.established`; an `auth` message gets `auth.succe
 the socket to the broadcast set. A `bench.control` socket may send
 `{"type": "bench.burst", "count": N}`: the server then encodes each of N `stage.progress`
 events ONCE (the same envelope and size as the gateway's frames, `itemsProcessed` = the
-wall-clock µs at encode) and hands it to `websockets.broadcast` for every socket, then answers
-the control socket with the ids. No database, no channel layer, no per-socket queue: the
-cheapest correct thing Python can do, the floor the gateway is compared with.
+wall-clock µs at which the trigger arrived) and hands it to `websockets.broadcast` for
+every socket, then answers the control socket with the ids. No database, no channel layer,
+no per-socket queue: the cheapest correct thing Python can do, the floor the gateway is
+compared with.
 
 uvloop (as uvicorn uses), compression off, no keepalive pings (the bench is short).
 """
@@ -45,7 +46,7 @@ def frame(msg_type: str, payload: dict[str, Any]) -> str:
     return orjson.dumps({"type": msg_type, "timestamp": iso_now(), "payload": payload}).decode()
 
 
-def event_frame(event_id: int) -> str:
+def event_frame(event_id: int, created_us: int) -> str:
     payload = {
         "runId": RUN,
         "projectId": PROJECT,
@@ -54,7 +55,7 @@ def event_frame(event_id: int) -> str:
         "stageIndex": 2,
         "progress": event_id % 101,
         "statusMessage": "Processing 450 of 1000 rows",
-        "itemsProcessed": int(time.time() * 1e6),
+        "itemsProcessed": created_us,
     }
     return orjson.dumps(
         {"id": event_id, "type": "stage.progress", "timestamp": iso_now(), "payload": payload}
@@ -65,8 +66,12 @@ async def handler(ws: ServerConnection) -> None:
     await ws.send(
         frame(
             "connection.established",
-            {"clientId": secrets.token_hex(16), "version": "1.0", "authenticated": False,
-             "userId": None},
+            {
+                "clientId": secrets.token_hex(16),
+                "version": "1.0",
+                "authenticated": False,
+                "userId": None,
+            },
         )
     )
     try:
@@ -90,10 +95,13 @@ async def serve_one(ws: ServerConnection) -> None:
             await ws.send(frame("bench.ok", {}))
         elif kind == "bench.burst":
             ids = []
+            # Every event of a burst is "created" when the trigger arrives, so latency counts
+            # the server's queueing too (as the gateway's clock starts at publish()).
+            created_us = int(time.time() * 1e6)
             for _ in range(int(msg.get("count", 1))):
                 event_id = NEXT_ID[0]
                 NEXT_ID[0] += 1
-                broadcast(SUBSCRIBERS, event_frame(event_id))
+                broadcast(SUBSCRIBERS, event_frame(event_id, created_us))
                 ids.append(event_id)
                 await asyncio.sleep(0)  # let the loop flush, as a server between events
             await ws.send(orjson.dumps({"type": "bench.done", "ids": ids}).decode())
@@ -106,7 +114,12 @@ async def main(port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     async with serve(
-        handler, "127.0.0.1", port, compression=None, ping_interval=None, max_queue=64,
+        handler,
+        "127.0.0.1",
+        port,
+        compression=None,
+        ping_interval=None,
+        max_queue=64,
         backlog=2048,
     ):
         await stop

@@ -30,12 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     CLIENT_CORE,
     SERVER_CORE,
     BareServer,
     Clients,
     Gateway,
+    Profiler,
     Publisher,
     RedisServer,
     cpu_seconds,
@@ -49,8 +50,10 @@ from _common import (  # noqa: E402
 )
 
 
-def measure_burst(pub: Publisher, clients: Clients, server_pid: int, events: int, n: int) -> dict[str, Any]:
-    clients.arm()
+def measure_burst(
+    pub: Publisher, clients: Clients, server_pid: int, events: int, n: int
+) -> dict[str, Any]:
+    client_cpu0 = clients.arm()
     cpu0 = cpu_seconds(server_pid)
     res = pub.burst(events)
     got = clients.wait(events, timeout=120)
@@ -69,7 +72,7 @@ def measure_burst(pub: Publisher, clients: Clients, server_pid: int, events: int
         "max_ms": max(lat) * 1000 if lat else float("nan"),
         "server_cpu_s": cpu1 - cpu0,
         "server_cpu_us_per_delivery": (cpu1 - cpu0) / max(1, got["frames"]) * 1e6,
-        "client_cpu_s": got["cpu"],
+        "client_cpu_s": got["cpu"] - client_cpu0,
         "bytes": got["bytes"],
         **verdict,
     }
@@ -113,6 +116,7 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 pin(redis.proc.pid, CLIENT_CORE)
             server = stack.enter_context(Gateway(kind, redis_url=redis.url))
         pub = stack.enter_context(Publisher(server))
+        profiler = None
         rss0 = rss_kb(server.pid)
         clients = stack.enter_context(
             Clients(server, args.clients, procs=args.client_procs, concurrency=args.concurrency)
@@ -129,17 +133,23 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         # Warm-up burst (not measured): first-time code paths, Redis subscription, JIT-free
         # but cache-warm CPython.
         measure_burst(pub, clients, server.pid, 10, n_ok)
+        if args.profile and kind != "bare":
+            profiler = Profiler(server.pid, Path(args.profile) / f"fanout-{kind}.txt")
         bursts = []
         for rep in range(args.reps):
             r = measure_burst(pub, clients, server.pid, args.events, n_ok)
             bursts.append(r)
             print(
                 f"  [{kind}] burst {rep + 1}: {r['delivered']}/{r['expected']} delivered, "
-                f"{r['delivered_per_s']:,.0f}/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                f"{r['delivered_per_s']:,.0f}/s, p50 {r['p50_ms']:.1f} ms, p99 "
+                f"{r['p99_ms']:.1f} ms, "
                 f"lost {r['lost']}, dup {r['duplicates']}, server CPU {r['server_cpu_s']:.2f}s "
-                f"({r['server_cpu_us_per_delivery']:.1f} us/delivery), client CPU {r['client_cpu_s']:.2f}s",
+                f"({r['server_cpu_us_per_delivery']:.1f} us/delivery), client CPU "
+                f"{r['client_cpu_s']:.2f}s",
                 flush=True,
             )
+        if profiler is not None:
+            profiler.stop()
         steady = None
         if args.steady_seconds > 0:
             steady = measure_steady(
@@ -147,8 +157,10 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             )
             print(
                 f"  [{kind}] steady {steady['rate']:g}/s x {steady['seconds']:g}s: "
-                f"{steady['delivered']}/{steady['expected']} delivered, p50 {steady['p50_ms']:.1f} ms, "
-                f"p99 {steady['p99_ms']:.1f} ms, max {steady['max_ms']:.1f} ms, lost {steady['lost']}, "
+                f"{steady['delivered']}/{steady['expected']} delivered, p50 "
+                f"{steady['p50_ms']:.1f} ms, "
+                f"p99 {steady['p99_ms']:.1f} ms, max {steady['max_ms']:.1f} ms, lost "
+                f"{steady['lost']}, "
                 f"server CPU {steady['server_cpu_pct']:.0f}%",
                 flush=True,
             )
@@ -181,6 +193,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100, help="handshakes in flight")
     parser.add_argument("--steady-rate", type=float, default=50.0)
     parser.add_argument("--steady-seconds", type=float, default=10.0, help="0 to skip")
+    parser.add_argument(
+        "--profile", default="", help="a directory: py-spy the gateway during the bursts"
+    )
     args = parser.parse_args()
     raise_nofile()
     info = machine_info()
@@ -195,7 +210,10 @@ def main() -> None:
         results[kind] = run_target(kind, args)
 
     print("\nsummary (medians of the bursts)")
-    print(f"  {'target':8} {'delivered/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} {'us/deliv':>9} {'steady p99':>10}")
+    print(
+        f"  {'target':8} {'delivered/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} "
+        f"{'us/deliv':>9} {'steady p99':>10}"
+    )
     for kind, r in results.items():
         steady = r["steady"]["p99_ms"] if r["steady"] else float("nan")
         print(
