@@ -83,6 +83,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self.message_count = 0
         self.last_sent_id = 0
         self._last_queued_id = 0
+        # Read once: Django's settings is a LazyObject, and _enqueue runs once per delivery.
+        self._queue_limit: int = settings.WS_SEND_QUEUE
         self._queue: deque[list[Any]] = deque()
         self._queued = 0
         self._progress_slots: dict[str, list[Any]] = {}
@@ -515,7 +517,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             self._progress_slots[stage_id] = slot
         else:
             slot = [event, event.id]
-        if self._queued >= settings.WS_SEND_QUEUE:
+        if self._queued >= self._queue_limit:
             self.hub.dropped += self._queued + 1
             metrics.DROPPED.labels(reason="slow_consumer").inc(self._queued + 1)
             metrics.SLOW_CONSUMER_CLOSES.inc()

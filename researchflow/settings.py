@@ -122,9 +122,10 @@ def _database_config() -> dict[str, object]:
             raise ImproperlyConfigured(
                 "DATABASE_URL: an in-memory SQLite database cannot be shared"
             )
-    else:
-        config["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 60)
-        config["CONN_HEALTH_CHECKS"] = True
+    # Persistent connections for both engines: reopening SQLite on every ORM call from async
+    # code (database_sync_to_async closes "old" connections) halved the socket auth rate.
+    config["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 60)
+    config["CONN_HEALTH_CHECKS"] = True
     return config
 
 

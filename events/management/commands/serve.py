@@ -46,6 +46,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = options["host"], options["port"]
+        # Read by researchflow/asgi.py in this process and in every uvicorn worker.
+        os.environ["RESEARCHFLOW_GC_TUNING"] = "1"
         if options["server"] == "daphne":
             if options["workers"] != 1 or options["compression"]:
                 self.stderr.write("daphne serves one process and cannot negotiate compression")
