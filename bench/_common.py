@@ -162,6 +162,7 @@ VARIANTS: dict[str, list[str]] = {
         "--plain-settings",
         "--persistent-db",
     ],
+    "uv-legacy": ["--ws", "websockets"],
     "uv-tm": ["--tracemalloc"],
 }
 

@@ -1,6 +1,8 @@
-"""Bench-only: the project's ASGI app served by uvicorn with the proposed fixes switched on one
+"""Bench-only: the project's ASGI app served by uvicorn with proposed changes switched on one
 at a time, so bench/fanout.py can measure what each is worth before anyone edits the project.
-Not used by the project; the real entry point stays `manage.py serve`.
+Not used by the project; the real entry point stays `manage.py serve`. The switches below were
+measured against the tree before 80286ac, which then applied them (docs/benchmarks.md); on
+today's tree they are mostly no-ops, and the file stays as the way to try the next idea.
 
     python bench/_variant_server.py --port P [--no-session-send-wrapper] [--ws websockets-sansio]
 
@@ -8,7 +10,8 @@ Not used by the project; the real entry point stays `manage.py serve`.
   SessionMiddleware does not wrap `send` for WebSocket scopes. Its wrapper only ever acts on
   `http.response.start` (session save and cookie), yet it runs on every `websocket.send`
   (two LazyObject lookups and `is_empty()` per frame).
---ws: uvicorn's WebSocket implementation (the project uses "websockets", the legacy one).
+--ws: uvicorn's WebSocket implementation (default "websockets-sansio", as `serve.py` since
+  e9586d6; before that the project used "websockets", the legacy one).
 --gc-freeze: move start-up objects out of the cyclic GC's reach and collect less often.
 --plain-settings: the consumer reads settings from a plain namespace (no LazyObject per read).
 --persistent-db: keep SQLite connections open (CONN_MAX_AGE=None).
@@ -105,7 +108,7 @@ def install_tracemalloc() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--ws", default="websockets")
+    parser.add_argument("--ws", default="websockets-sansio")  # as serve.py since e9586d6
     parser.add_argument("--no-session-send-wrapper", action="store_true")
     parser.add_argument(
         "--gc-freeze",

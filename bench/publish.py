@@ -205,6 +205,10 @@ def breakdown(bus: Any, items: list[dict[str, Any]], *, hub: bool = True) -> dic
         (QuerySet, "aggregate"): QuerySet.aggregate,
         (QuerySet, "create"): QuerySet.create,
     }
+    # Since 5ef1733 the bus does both in raw SQL through these helpers: time them instead.
+    for attr in ("_log_head", "_insert_event"):
+        if hasattr(busmod, attr):
+            saved[(busmod, attr)] = getattr(busmod, attr)
     names = {
         "validate_payload": "validate (pydantic)",
         "scan": "phi.scan",
@@ -212,6 +216,8 @@ def breakdown(bus: Any, items: list[dict[str, Any]], *, hub: bool = True) -> dic
         "encode_frame": "encode frame (orjson)",
         "aggregate": "SELECT MAX(id) (prev id)",
         "create": "INSERT (ORM create)",
+        "_log_head": "SELECT MAX(id) (prev id)",
+        "_insert_event": "INSERT (raw SQL)",
     }
     connection.ensure_connection()
     conn_saved = {
