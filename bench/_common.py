@@ -172,19 +172,14 @@ class _VariantApp(AppServer):
         super().__init__("uvicorn", **kwargs)
         self.variant_args = variant_args
 
-    def start(self) -> AppServer:
-        cmd = [PYTHON, str(ROOT / "bench" / "_variant_server.py"), "--port", str(self.port)]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd + self.variant_args,
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        wait_for_port(self.port, 30, self.proc)
-        return self
+    def command(self) -> list[str]:
+        return [
+            PYTHON,
+            str(ROOT / "bench" / "_variant_server.py"),
+            "--port",
+            str(self.port),
+            *self.variant_args,
+        ]
 
 
 class Gateway:

@@ -212,17 +212,21 @@ class AppServer:
             raise RuntimeError(f"manage.py {' '.join(args)} failed: {done.stderr[-2000:]}")
         return done.stdout
 
+    def command(self) -> list[str]:
+        """The server's command line (a benchmark variant overrides it)."""
+        cmd = [PYTHON, "manage.py", "serve", "--server", self.server, "--port", str(self.port)]
+        if self.workers != 1:
+            cmd += ["--workers", str(self.workers)]
+        return cmd + self.extra_args
+
     def start(self) -> AppServer:
         if self.migrate:
             self.manage("migrate", "--noinput")
         if self.seed:
             self.manage("seed_demo")
-        cmd = [PYTHON, "manage.py", "serve", "--server", self.server, "--port", str(self.port)]
-        if self.workers != 1:
-            cmd += ["--workers", str(self.workers)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                cmd + self.extra_args,
+                self.command(),
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
