@@ -160,19 +160,20 @@ def _insert_event(
     ORM's save machinery was the largest cost left on the publish path.
     """
     connection = connections["default"]
-    fields = {f.name: f for f in Event._meta.concrete_fields}
     params = [
         event_type,
         project_id,
         run_id,
-        fields["payload"].get_db_prep_save(payload, connection),
-        fields["created_at"].get_db_prep_save(created_at, connection),
+        _PAYLOAD_FIELD.get_db_prep_save(payload, connection),
+        _CREATED_AT_FIELD.get_db_prep_save(created_at, connection),
     ]
     with connection.cursor() as cursor:
         cursor.execute(_INSERT_SQL, params)
         return int(cursor.fetchone()[0])
 
 
+_PAYLOAD_FIELD = Event._meta.get_field("payload")
+_CREATED_AT_FIELD = Event._meta.get_field("created_at")
 _INSERT_SQL = (
     f"INSERT INTO {Event._meta.db_table} (type, project_id, run_id, payload, created_at) "  # noqa: S608
     "VALUES (%s, %s, %s, %s, %s) RETURNING id"
