@@ -18,6 +18,7 @@ import math
 import time
 import uuid
 from collections import deque
+from collections.abc import Generator
 from typing import Any
 
 import orjson
@@ -487,8 +488,9 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
 
     # --- outbound ------------------------------------------------------------------------
 
-    def offer(self, event: LoggedEvent) -> None:
-        """From the hub: queue the event if this socket may see it and subscribed to it."""
+    def offer(self, event: LoggedEvent, message: dict[str, Any] | None = None) -> None:
+        """From the hub: send or queue the event if this socket may see it and subscribed to
+        it. `message` is the event's ASGI send message, built once for every socket."""
         if self._closing or event.type not in self._types or self.user is None:
             return
         if self.scope_run is not None and event.run_id != self.scope_run:
@@ -499,12 +501,28 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         if self._held is not None:
             self._held.append(event)
             return
-        self._enqueue(event)
+        self._enqueue(event, message=message)
 
-    def _enqueue(self, event: LoggedEvent, *, coalesce: bool = True) -> None:
+    def _enqueue(
+        self,
+        event: LoggedEvent,
+        *,
+        coalesce: bool = True,
+        message: dict[str, Any] | None = None,
+    ) -> None:
         if event.id <= self._last_queued_id:
             return  # already queued or sent: the per-socket stream is strictly increasing
         self._last_queued_id = event.id
+        if self._writer is None and not self._queue:
+            # Nothing queued, no writer: hand the frame to the server now, with no task.
+            self._send_now(message or {"type": "websocket.send", "text": event.frame})
+            self.last_sent_id = event.id
+            self.message_count += 1
+            hub = self.hub
+            hub.delivered += 1
+            if not hub.delivered & 15 and event.committed_at:
+                metrics.PUBLISH_TO_SEND.observe(max(0.0, time.time() - event.committed_at))
+            return
         if coalesce and event.type == "stage.progress":
             stage_id = event.stage_id
             slot = self._progress_slots.get(stage_id)
@@ -531,6 +549,9 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         """Queue a control frame behind any events already queued, preserving order."""
         if self._closing:
             return
+        if self._writer is None and not self._queue:
+            self._send_now({"type": "websocket.send", "text": frame})
+            return
         self._queue.append([frame, 0])
         self._queued += 1
         self._wake()
@@ -544,10 +565,38 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         if self._writer is None and self._queue:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
-    async def _write_loop(self) -> None:
+    def _send_now(self, message: dict[str, Any]) -> None:
+        """Send one frame without a task: the common case, where the server takes it at once.
+
+        An ASGI `send` is a coroutine, but uvicorn's and daphne's only suspend under
+        back-pressure (the client's TCP window is full). So it is driven by hand: if it
+        finishes in one step, the frame is on the transport and no task was made — at fan-out
+        rates a task per socket per event costs more than the frame (docs/benchmarks.md).
+        If it suspends, a writer task takes the half-sent coroutine over (`_Resume`) and
+        everything after it queues behind, so order is kept and a slow client meets the
+        queue limit as before. The coroutine runs in the caller's task and context (the
+        hub's): nothing in a server's `send` depends on either.
+        """
+        coro = self.base_send(message)
+        try:
+            blocked_on = coro.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            # The server refused the frame (the client has gone): its disconnect follows
+            # through receive; stop offering this socket anything meanwhile.
+            self._closing = True
+            return
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_loop(_Resume(coro, blocked_on))
+        )
+
+    async def _write_loop(self, pending: _Resume | None = None) -> None:
         send = self.base_send
         hub = self.hub
         try:
+            if pending is not None:
+                await pending
             # No await between the emptiness check and leaving: nothing can slip in unseen.
             while self._queue:
                 item, event_id = self._queue.popleft()
@@ -588,6 +637,40 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
     @classmethod
     async def encode_json(cls, content: Any) -> str:
         return orjson.dumps(content).decode()
+
+
+class _Resume:
+    """Awaiting it carries on a coroutine that `_send_now` started by hand and that suspended.
+
+    `blocked_on` is what the coroutine yielded to its (absent) task: the future it waits on.
+    Yielding it up makes the writer task wait on it exactly as if the coroutine had been
+    awaited from the start; sends and throws (cancellation) are passed down to it.
+    """
+
+    __slots__ = ("_blocked_on", "_coro")
+
+    def __init__(self, coro: Any, blocked_on: Any) -> None:
+        self._coro = coro
+        self._blocked_on = blocked_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self._coro, self._blocked_on
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # passed down, as `await` would
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 _HANDLERS = {

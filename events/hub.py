@@ -50,7 +50,7 @@ class Subscriber(Protocol):
     user_id: int | None
     visible_projects: frozenset[str] | None  # None: every project (staff)
 
-    def offer(self, event: LoggedEvent) -> None: ...
+    def offer(self, event: LoggedEvent, message: dict[str, Any] | None = None) -> None: ...
 
     def stats_snapshot(self) -> tuple[bool, frozenset[str]]: ...
 
@@ -102,6 +102,8 @@ class Hub:
         self._sockets_per_user: Counter[int] = Counter()
         self._waiting: dict[int, LoggedEvent] = {}  # out-of-order events, keyed by prev id
         self._repair_scheduled = False
+        self._batch: list[LoggedEvent] = []  # in order, not yet offered (see _deliver)
+        self._batch_scheduled = False
         self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._ready = asyncio.Event()
@@ -256,14 +258,44 @@ class Hub:
             self.loop.call_later(settings.WS_GAP_WAIT, self._schedule_repair)
 
     def _deliver(self, event: LoggedEvent) -> None:
+        # Offered at the end of this loop turn, with every other event received in it: the
+        # layer hands over a burst without suspending, and offering it socket by socket
+        # writes each socket's frames back to back (fewer wake-ups of the reader on the other
+        # end) — 6.6 → 5.9 us of server CPU per delivered frame at 1,000 sockets
+        # (docs/benchmarks.md, fan-out).
         self.last_id = event.id
-        subs = self._by_project.get(event.project_id)
-        if subs:
-            for sub in tuple(subs):
-                sub.offer(event)
-        if self._everything:
-            for sub in tuple(self._everything):
-                sub.offer(event)
+        self._batch.append(event)
+        if not self._batch_scheduled:
+            self._batch_scheduled = True
+            self.loop.call_soon(self._offer_batch)
+
+    def _offer_batch(self) -> None:
+        self._batch_scheduled = False
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        # One ASGI message per event, shared by every socket: servers only read it.
+        pairs = [(event, {"type": "websocket.send", "text": event.frame}) for event in batch]
+        by_project = self._by_project
+        project = batch[0].project_id
+        if all(event.project_id == project for event in batch):
+            groups: tuple[Any, ...] = (by_project.get(project), self._everything)
+            for group in groups:
+                if group:
+                    for sub in tuple(group):
+                        for event, message in pairs:
+                            sub.offer(event, message)
+            return
+        # Several projects: a socket may see more than one; it still gets them in log order.
+        per_sub: dict[Subscriber, list[tuple[LoggedEvent, dict[str, Any]]]] = {}
+        for pair in pairs:
+            for sub in by_project.get(pair[0].project_id, ()):
+                per_sub.setdefault(sub, []).append(pair)
+        for sub in tuple(self._everything):
+            per_sub[sub] = pairs
+        for sub, sub_pairs in per_sub.items():
+            for event, message in sub_pairs:
+                sub.offer(event, message)
 
     def _schedule_repair(self) -> None:
         self._repair_scheduled = False
@@ -396,6 +428,7 @@ class Hub:
         """Close every socket with 1001 after the frames already queued for it; return how many
         were still open after `grace` seconds. Clients reconnect elsewhere and resume."""
         self._draining = True
+        self._offer_batch()  # what this process already received goes out before the close
         for sub in tuple(self._subscribers):
             sub.go_away()
         if self._subscribers:

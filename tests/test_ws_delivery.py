@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
+from events.bus import LoggedEvent
 from events.hub import Hub
 from events.models import Event, EventLogState
 from runs import services
+from runs.models import Role
 from tests.ws_helpers import (
     ALL_CATEGORIES,
     Gate,
@@ -270,3 +273,89 @@ async def test_the_hub_delivers_out_of_order_messages_in_log_order(world: Any) -
     finally:
         hub.layer.group_send = real_send
     await comm.disconnect()
+
+
+async def test_a_stalled_write_resumes_in_order_with_replies_behind_it(world: Any) -> None:
+    # The first event's send suspends (the gate is shut): the socket's writer task takes
+    # the half-sent frame over; what follows, events and replies, queues behind it in order.
+    gate = Gate()
+    comm = await gated_socket(gate, world.bob)
+    gate.open.clear()
+    for name in ("r1", "r2", "r3"):
+        await db(services.create_run)(world.project, name, ["x"], world.alice)
+    await asyncio.sleep(0.2)  # the three are queued before the ping is read
+    await send(comm, "ping")
+    await asyncio.sleep(0.2)  # read and answered (into the queue) before r4 commits
+    for name in ("r4", "r5"):
+        await db(services.create_run)(world.project, name, ["x"], world.alice)
+    await asyncio.sleep(0.2)
+    assert await comm.receive_nothing(timeout=0.1)
+    gate.open.set()
+    frames = [await comm.receive_json_from(timeout=5) for _ in range(6)]
+    assert [f["type"] for f in frames] == ["run.created"] * 3 + ["pong"] + ["run.created"] * 2
+    assert [f["payload"]["runName"] for f in frames if "id" in f] == ["r1", "r2", "r3", "r4", "r5"]
+    status = await request(comm, "get_status")
+    assert status["payload"]["messageCount"] == 5
+    await comm.disconnect()
+
+
+async def test_a_client_that_leaves_during_a_stalled_write_is_released(world: Any) -> None:
+    gate = Gate()
+    comm = await gated_socket(gate, world.bob)
+    gate.open.clear()
+    await db(services.create_run)(world.project, "stuck", ["x"], world.alice)
+    await db(services.create_run)(world.project, "queued", ["x"], world.alice)
+    await asyncio.sleep(0.1)
+    hub = Hub.running()[0]
+    (consumer,) = hub.subscribers
+    writer = consumer._writer  # the task that owns the suspended send
+    assert writer is not None
+    await comm.disconnect()
+    await asyncio.sleep(0.05)
+    assert writer.cancelled()
+    assert not hub.subscribers
+    gate.open.set()
+
+
+def _synthetic(event_id: int, prev: int, project: str, name: str) -> LoggedEvent:
+    payload = {"runId": "run_" + "s" * 20, "projectId": project, "runName": name}
+    frame = orjson.dumps(
+        {"id": event_id, "type": "run.created", "timestamp": "t", "payload": payload}
+    ).decode()
+    return LoggedEvent(
+        id=event_id,
+        prev_id=prev,
+        type="run.created",
+        project_id=project,
+        run_id=payload["runId"],
+        timestamp="t",
+        payload=payload,
+        frame=frame,
+    )
+
+
+async def test_a_batch_from_several_projects_reaches_each_socket_in_log_order(
+    world: Any,
+) -> None:
+    second = await db(services.create_project)("Second cohort", owner=world.alice)
+    await db(services.set_member)(second, world.bob, Role.MEMBER)
+    both = await authed_socket(world.bob, categories=ALL)  # member of both projects
+    one = await authed_socket(world.victor, categories=ALL)  # the first project only
+    staff = await authed_socket(world.sam, categories=ALL)  # every project
+    hub = Hub.running()[0]
+    start = hub.last_id or 0
+    projects = [world.project.pk, second.pk] * 3
+    # Accepted in one loop turn, as a burst from the layer is: offered as one batch.
+    for i, project in enumerate(projects):
+        hub.accept(_synthetic(start + i + 1, start + i, project, f"e{i}"))
+    names = [f"e{i}" for i in range(6)]
+    for comm, expected in (
+        (both, names),
+        (staff, names),
+        (one, [n for n, p in zip(names, projects, strict=True) if p == world.project.pk]),
+    ):
+        got = await receive_events(comm, len(expected))
+        assert [e["payload"]["runName"] for e in got] == expected
+        assert await comm.receive_nothing(timeout=0.1)
+    for comm in (both, one, staff):
+        await comm.disconnect()
