@@ -359,3 +359,46 @@ async def test_a_batch_from_several_projects_reaches_each_socket_in_log_order(
         assert await comm.receive_nothing(timeout=0.1)
     for comm in (both, one, staff):
         await comm.disconnect()
+
+
+class _BrokenSocket:
+    """A subscriber whose offer() fails: a bug in one socket's code path."""
+
+    user_id = None
+    visible_projects = None  # indexed with the staff sockets: offered every event
+
+    def __init__(self) -> None:
+        self.went_away = False
+
+    def offer(self, event: LoggedEvent, message: dict[str, Any] | None = None) -> None:
+        raise RuntimeError("boom")
+
+    def stats_snapshot(self) -> tuple[bool, frozenset[str]]:
+        return False, frozenset()
+
+    def credential_key(self) -> str | None:
+        return None
+
+    def apply_standing(self, standing: Any, valid_tokens: set[str]) -> None:
+        return None
+
+    def go_away(self) -> None:
+        self.went_away = True
+
+
+async def test_a_failing_socket_is_closed_and_costs_the_others_nothing(
+    world: Any, caplog: Any
+) -> None:
+    comm = await authed_socket(world.bob, categories=ALL)
+    hub = Hub.running()[0]
+    broken = _BrokenSocket()
+    hub.add(broken)
+    try:
+        await db(services.create_run)(world.project, "Still delivered", ["A"], world.alice)
+        (event,) = await receive_events(comm, 1)
+        assert event["payload"]["runName"] == "Still delivered"
+        assert broken.went_away
+        assert "offering events to a socket failed" in caplog.text
+    finally:
+        hub.remove(broken)
+    await comm.disconnect()
