@@ -152,9 +152,13 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             profiler.stop()
         steady = None
         if args.steady_seconds > 0:
+            if args.profile and kind != "bare":
+                profiler = Profiler(server.pid, Path(args.profile) / f"fanout-{kind}-steady.txt")
             steady = measure_steady(
                 pub, clients, server.pid, args.steady_rate, args.steady_seconds, n_ok
             )
+            if profiler is not None:
+                profiler.stop()
             print(
                 f"  [{kind}] steady {steady['rate']:g}/s x {steady['seconds']:g}s: "
                 f"{steady['delivered']}/{steady['expected']} delivered, p50 "
@@ -194,7 +198,7 @@ def main() -> None:
     parser.add_argument("--steady-rate", type=float, default=50.0)
     parser.add_argument("--steady-seconds", type=float, default=10.0, help="0 to skip")
     parser.add_argument(
-        "--profile", default="", help="a directory: py-spy the gateway during the bursts"
+        "--profile", default="", help="a directory: py-spy the gateway (bursts, steady)"
     )
     args = parser.parse_args()
     raise_nofile()

@@ -2,7 +2,8 @@
 
 Thin by design: parsing and replies here, ORM access in `access.py` through
 `database_sync_to_async`, fan-out in `hub.py`. Events never pass through the consumer's
-dispatch: the hub calls `offer()` with a frame encoded once for every socket, and a per-socket
+dispatch: the hub calls `offer()` with a frame encoded once for every socket. A socket with
+nothing queued sends at once, without a task (`_send_now`); under back-pressure a per-socket
 writer task drains a bounded queue, so a slow client only ever delays itself.
 
 The consumer opts out of a per-socket channel-layer channel (see `channel_layer_alias`): the
