@@ -12,11 +12,12 @@ django_asgi_app = get_asgi_application()  # sets up Django before the consumer i
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from events import daphne_compat  # noqa: E402
+from events import daphne_compat, uvicorn_compat  # noqa: E402
 from events.routing import websocket_urlpatterns  # noqa: E402
 from events.security import socket_auth_stack  # noqa: E402
 
 daphne_compat.install()
+uvicorn_compat.install()
 
 if os.environ.get("RESEARCHFLOW_GC_TUNING") == "1":  # set by `manage.py serve`, in every worker
     import gc

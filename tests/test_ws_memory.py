@@ -96,3 +96,68 @@ async def test_idle_sockets_hold_no_dispatch_task_or_scope_copies(world: Any) ->
     top = "\n".join(f"{s.size_diff / len(batch):8.0f} B  {s.traceback[0]}" for s in diff[:15])
     print(f"{per_socket:.0f} B per socket\n{top}")
     assert per_socket < 7_500, f"{per_socket:.0f} B per idle socket; biggest lines:\n{top}"
+
+
+def test_uvicorn_reads_the_handshake_only_before_the_keepalive_starts() -> None:
+    # events/uvicorn_compat.py drops the protocol's handshake request/response once
+    # start_keepalive() runs; that is sound only while uvicorn reads them no later.
+    from uvicorn.protocols.websockets import websockets_sansio_impl as impl
+
+    tree = ast.parse(inspect.getsource(impl.WebSocketsSansIOProtocol))
+    readers: dict[str, list[int]] = {}
+    keepalive_at: dict[str, list[int]] = {}
+    for method in ast.walk(tree):
+        if not isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(method):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+            ):
+                if node.attr in ("request", "response"):
+                    readers.setdefault(method.name, []).append(node.lineno)
+                elif node.attr == "start_keepalive":
+                    keepalive_at.setdefault(method.name, []).append(node.lineno)
+    assert set(readers) <= {"handle_connect", "send"}, readers
+    # In send(), every use precedes the start_keepalive() call that ends the handshake.
+    assert max(readers.get("send", [0])) < min(keepalive_at["send"]), (readers, keepalive_at)
+    assert "handle_connect" not in keepalive_at
+
+
+async def test_uvicorn_sockets_forget_the_handshake_and_keep_working() -> None:
+    import asyncio
+
+    import uvicorn
+    import websockets
+
+    from events import uvicorn_compat
+
+    uvicorn_compat.install()
+
+    async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message["text"]})
+
+    config = uvicorn.Config(
+        echo, host="127.0.0.1", port=0, ws="websockets-sansio", lifespan="off", log_level="error"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as client:
+            await client.send("one")
+            assert await client.recv() == "one"
+            (protocol,) = server.server_state.connections
+            assert protocol.request is None and protocol.response is None
+            await client.send("two")  # still a working socket: frames, and a ping round trip
+            assert await client.recv() == "two"
+            await asyncio.wait_for(await client.ping(), 5)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
