@@ -1,11 +1,12 @@
 """Let uvicorn's WebSocket protocol forget the handshake once it is done.
 
 uvicorn's sans-I/O protocol (`ws="websockets-sansio"`, what `manage.py serve` runs) keeps the
-handshake's `Request` and `Response` (websockets objects, each with a `Headers` multidict)
-on the protocol for the socket's lifetime, ~4 KiB per idle socket (docs/benchmarks.md,
-section 3). It reads them only until the handshake response is written, which happens just
-before `start_keepalive()`; the ASGI scope keeps its own copy of the request headers. So once
-`start_keepalive()` has run, both are dropped.
+handshake's `Request` and `Response` (websockets objects, each with a `Headers` multidict) on
+the protocol for the socket's lifetime. It reads them only until the handshake response is
+written, just before `start_keepalive()`; the ASGI scope has its own copy of the request
+headers. So once `start_keepalive()` has run, both references are dropped. That frees the
+response (~1 KiB per idle socket, docs/benchmarks.md section 3); the request stays alive all
+the same, held by a local variable of websockets' parser generator (`ServerProtocol.parse`).
 
 Checked against uvicorn 0.54: `request` is read only in `handle_connect`, `response` only there
 and in `send()` before `handshake_complete` is set. If a later uvicorn reads either afterwards,
