@@ -39,10 +39,10 @@ def build_app(no_session_send_wrapper: bool) -> Any:
         return application
     from channels.auth import AuthMiddleware
     from channels.routing import ProtocolTypeRouter, URLRouter
-    from channels.sessions import CookieMiddleware, InstanceSessionWrapper, SessionMiddleware
+    from channels.sessions import InstanceSessionWrapper, SessionMiddleware
 
     from events.routing import websocket_urlpatterns
-    from events.security import OriginPolicyMiddleware
+    from events.security import SocketGate
 
     class SocketSessionMiddleware(SessionMiddleware):
         """Resolve the session for the scope, pass the server's `send` through untouched."""
@@ -52,12 +52,9 @@ def build_app(no_session_send_wrapper: bool) -> Any:
             await wrapper.resolve_session()
             return await self.inner(wrapper.scope, receive, send)
 
-    socket_stack = CookieMiddleware(
-        SocketSessionMiddleware(AuthMiddleware(URLRouter(websocket_urlpatterns)))
-    )
-    return ProtocolTypeRouter(
-        {"http": django_asgi_app, "websocket": OriginPolicyMiddleware(socket_stack)}
-    )
+    router = URLRouter(websocket_urlpatterns)
+    socket_stack = SocketGate(SocketSessionMiddleware(AuthMiddleware(router)), router)
+    return ProtocolTypeRouter({"http": django_asgi_app, "websocket": socket_stack})
 
 
 def install_tracemalloc() -> None:

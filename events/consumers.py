@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
@@ -67,6 +68,62 @@ def _now_frame(msg_type: str, payload: dict[str, Any]) -> str:
 
 class RunEventsConsumer(AsyncJsonWebsocketConsumer):
     channel_layer_alias = _NO_LAYER
+    groups: tuple[str, ...] = ()  # channels' default gives each instance its own empty list
+
+    # Slots, not a __dict__: with more than 30 attributes an instance dict stops sharing its
+    # keys and costs ~1.6 KiB per socket; slots cost 8 bytes each. The base classes have no
+    # __slots__, so an attribute missing here still works but lands in a per-instance dict
+    # (tests/test_ws_memory.py fails then: add it here).
+    __slots__ = (  # scope, channel_layer, base_send: set by channels' AsyncConsumer
+        "_close_code",
+        "_closing",
+        "_connected_at",
+        "_going_away",
+        "_held",
+        "_last_inbound",
+        "_last_queued_id",
+        "_member_of",
+        "_progress_slots",
+        "_queue",
+        "_queue_limit",
+        "_queued",
+        "_rejected_streak",
+        "_slot_claimed",
+        "_timer",
+        "_tokens",
+        "_tokens_at",
+        "_types",
+        "_writer",
+        "base_send",
+        "channel_layer",
+        "client_id",
+        "credential",
+        "hub",
+        "last_sent_id",
+        "message_count",
+        "scope",
+        "scope_project",
+        "scope_run",
+        "subscriptions",
+        "user",
+        "user_id",
+        "visible_projects",
+    )
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # channels' AsyncConsumer.__call__, for a consumer with no channel layer. Its
+        # await_many_dispatch() wraps every receive() in a task and waits on it with
+        # asyncio.wait(), so each idle socket held an extra task, coroutine, waiter future and
+        # callbacks (~1.7 KiB, docs/benchmarks.md). With one message source, awaiting it
+        # directly dispatches the same messages in the same order.
+        self.scope = scope
+        self.channel_layer = None  # channel_layer_alias names no layer (see _NO_LAYER)
+        self.base_send = send
+        try:  # not contextlib.suppress: its object would stay alive for the socket's lifetime
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     # --- connection ----------------------------------------------------------------------
 
@@ -410,14 +467,16 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         assert not isinstance(member_of, str)
         self.user = user
         self.user_id = user.pk
-        self._member_of = member_of
+        self._member_of = _shared(member_of)
         self._narrow()
 
     def _narrow(self) -> None:
         """Visible projects = membership ∩ the socket's scope; re-index in the hub."""
         if self.scope_project is not None:
             allowed = self._member_of is None or self.scope_project in self._member_of
-            self.visible_projects = frozenset({self.scope_project}) if allowed else frozenset()
+            self.visible_projects = (
+                _shared(frozenset({self.scope_project})) if allowed else frozenset()
+            )
         else:
             self.visible_projects = self._member_of
         self.hub.reindex(self)
@@ -442,7 +501,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             return
         member_of = None if standing.staff else standing.projects
         if member_of != self._member_of:
-            self._member_of = member_of
+            self._member_of = _shared(member_of)
             self._narrow()
             if self.scope_project is not None and not self.visible_projects:
                 self._close_soon(CLOSE_FORBIDDEN)
@@ -627,10 +686,13 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
     # --- helpers -------------------------------------------------------------------------
 
     def _recompute_types(self) -> None:
-        types: set[str] = set()
-        for name in self.subscriptions:
-            types.update(EVENT_CATEGORIES.get(name, (name,)))
-        self._types = frozenset(types)
+        key = frozenset(self.subscriptions)
+        types = _TYPES_OF.get(key)
+        if types is None:
+            types = frozenset(t for name in key for t in EVENT_CATEGORIES.get(name, (name,)))
+            if len(_TYPES_OF) < _SHARED_MAX:  # the key space is finite, but stay bounded
+                _TYPES_OF[key] = types
+        self._types = types
 
     def stats_snapshot(self) -> tuple[bool, frozenset[str]]:
         return self.user is not None, frozenset(self.subscriptions)
@@ -684,6 +746,30 @@ _HANDLERS = {
 }
 
 
+# Per-socket state that many sockets have in common is shared, not copied per socket: the set
+# of event types a subscription maps to (~0.7 KiB each), the visible projects, and the names a
+# client subscribes with (strings parsed from its frames would otherwise be kept per socket).
+# All are immutable, so sharing changes nothing but memory.
+_SHARED_MAX = 4096
+_TYPES_OF: dict[frozenset[str], frozenset[str]] = {}
+_SHARED: dict[frozenset[str], frozenset[str]] = {}
+_NAMES = {name: name for name in (*CATEGORY_OF, *EVENT_CATEGORIES)}
+
+
+def _shared(projects: frozenset[str] | None) -> frozenset[str] | None:
+    """One instance per distinct set of projects. Bounded: past the limit, the table starts
+    over (the sets already handed out stay valid)."""
+    if projects is None:
+        return None
+    found = _SHARED.get(projects)
+    if found is not None:
+        return found
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+    _SHARED[projects] = projects
+    return projects
+
+
 def _type_label(content: Any) -> str:
     if isinstance(content, dict) and content.get("type") in _HANDLERS:
         return str(content["type"])
@@ -713,13 +799,13 @@ def _subscription_target(payload: dict[str, Any]) -> tuple[str, str]:
                 "unknown event type",
                 allowed=sorted(CATEGORY_OF),
             )
-        return "eventType", name
+        return "eventType", _NAMES[name]
     name = payload["eventCategory"]
     if not isinstance(name, str) or name not in EVENT_CATEGORIES:
         raise ProtocolError(
             "unknown_category", "unknown event category", allowed=sorted(EVENT_CATEGORIES)
         )
-    return "eventCategory", name
+    return "eventCategory", _NAMES[name]
 
 
 def _subscription_lists(payload: dict[str, Any]) -> set[str] | None:
@@ -739,7 +825,7 @@ def _subscription_lists(payload: dict[str, Any]) -> set[str] | None:
         for name in value:
             if not isinstance(name, str) or name not in known:
                 raise ProtocolError(code, f"auth.{field}: unknown name", allowed=sorted(known))
-            wanted.add(name)
+            wanted.add(_NAMES[name])
     return wanted
 
 

@@ -1,5 +1,5 @@
 """ASGI entry point: HTTP through Django, `/ws` through the origin policy, the session auth
-middleware and the run-events consumer."""
+middleware and the run-events consumer (events/security.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ django_asgi_app = get_asgi_application()  # sets up Django before the consumer i
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from events import daphne_compat  # noqa: E402
+from events import daphne_compat, uvicorn_compat  # noqa: E402
 from events.routing import websocket_urlpatterns  # noqa: E402
-from events.security import OriginPolicyMiddleware, socket_auth_stack  # noqa: E402
+from events.security import socket_auth_stack  # noqa: E402
 
 daphne_compat.install()
+uvicorn_compat.install()
 
 if os.environ.get("RESEARCHFLOW_GC_TUNING") == "1":  # set by `manage.py serve`, in every worker
     import gc
@@ -32,6 +33,6 @@ if os.environ.get("RESEARCHFLOW_GC_TUNING") == "1":  # set by `manage.py serve`,
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": OriginPolicyMiddleware(socket_auth_stack(URLRouter(websocket_urlpatterns))),
+        "websocket": socket_auth_stack(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -1,0 +1,42 @@
+"""Let uvicorn's WebSocket protocol forget the handshake once it is done.
+
+uvicorn's sans-I/O protocol (`ws="websockets-sansio"`, what `manage.py serve` runs) keeps the
+handshake's `Request` and `Response` (websockets objects, each with a `Headers` multidict) on
+the protocol for the socket's lifetime. It reads them only until the handshake response is
+written, just before `start_keepalive()`; the ASGI scope has its own copy of the request
+headers. So once `start_keepalive()` has run, both references are dropped. That frees the
+response (~1 KiB per idle socket, docs/benchmarks.md section 3); the request stays alive all
+the same, held by a local variable of websockets' parser generator (`ServerProtocol.parse`).
+
+Checked against uvicorn 0.54: `request` is read only in `handle_connect`, `response` only there
+and in `send()` before `handshake_complete` is set. If a later uvicorn reads either afterwards,
+tests/test_ws_memory.py (which reads the source) fails rather than the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_installed = False
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol,
+        )
+    except ImportError:  # uvicorn (or websockets) not installed: nothing to trim
+        return
+    original = WebSocketsSansIOProtocol.start_keepalive
+
+    def start_keepalive(self: Any) -> None:
+        original(self)
+        if self.handshake_complete:
+            self.request = None
+            self.response = None
+
+    WebSocketsSansIOProtocol.start_keepalive = start_keepalive  # type: ignore[method-assign]
+    _installed = True
