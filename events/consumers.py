@@ -144,7 +144,9 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._last_queued_id = 0
         # Read once: Django's settings is a LazyObject, and _enqueue runs once per delivery.
         self._queue_limit: int = settings.WS_SEND_QUEUE
-        self._queue: deque[list[Any]] = deque()
+        # Built on first use: frames queue only behind a send that suspended (back-pressure),
+        # so most sockets never need one (~0.7 KiB each, docs/benchmarks.md section 3).
+        self._queue: deque[list[Any]] | None = None
         self._queued = 0
         self._progress_slots: dict[str, list[Any]] = {}
         self._held: list[LoggedEvent] | None = None  # events held while a resume replays
@@ -204,14 +206,14 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         if self._close_code is None:
             self._close_code = code
         self._closing = True
-        self._queue.clear()
+        self._queue = None
         self._queued = 0
         with contextlib.suppress(Exception):
             await self.close(code=code)
 
     def _close_after_flush(self, code: int) -> None:
         """Close once the frames already queued (the reason, say) have been sent."""
-        self._queue.append([("close", code), 0])
+        self._backlog().append([("close", code), 0])
         self._queued += 1
         self._wake()
 
@@ -601,7 +603,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             metrics.SLOW_CONSUMER_CLOSES.inc()
             self._close_soon(CLOSE_SLOW_CONSUMER)
             return
-        self._queue.append(slot)
+        self._backlog().append(slot)
         self._queued += 1
         self._wake()
 
@@ -612,12 +614,17 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         if self._writer is None and not self._queue:
             self._send_now({"type": "websocket.send", "text": frame})
             return
-        self._queue.append([frame, 0])
+        self._backlog().append([frame, 0])
         self._queued += 1
         self._wake()
 
     def _error(self, code: str, message: str, **details: Any) -> None:
         self._push(_now_frame("error", {"message": message, "details": {"code": code, **details}}))
+
+    def _backlog(self) -> deque[list[Any]]:
+        if self._queue is None:
+            self._queue = deque()
+        return self._queue
 
     def _wake(self) -> None:
         # The writer exists only while there is something to send: an idle socket holds no
@@ -658,8 +665,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             if pending is not None:
                 await pending
             # No await between the emptiness check and leaving: nothing can slip in unseen.
-            while self._queue:
-                item, event_id = self._queue.popleft()
+            while queue := self._queue:
+                item, event_id = queue.popleft()
                 if item is None:
                     continue  # coalesced away
                 self._queued -= 1
@@ -682,6 +689,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
                     metrics.PUBLISH_TO_SEND.observe(max(0.0, time.time() - item.committed_at))
         finally:
             self._writer = None
+            if not self._queue:
+                self._queue = None  # drained: back to sending at once, and to no queue
 
     # --- helpers -------------------------------------------------------------------------
 

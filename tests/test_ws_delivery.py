@@ -296,6 +296,8 @@ async def test_a_stalled_write_resumes_in_order_with_replies_behind_it(world: An
     assert [f["payload"]["runName"] for f in frames if "id" in f] == ["r1", "r2", "r3", "r4", "r5"]
     status = await request(comm, "get_status")
     assert status["payload"]["messageCount"] == 5
+    (consumer,) = Hub.running()[0].subscribers
+    assert consumer._writer is None and consumer._queue is None  # drained: none kept
     await comm.disconnect()
 
 
