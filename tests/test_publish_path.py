@@ -210,24 +210,24 @@ def test_a_burst_wakes_the_loop_once(loop_thread: LoopThread) -> None:
 def test_the_first_event_goes_at_once_later_ones_within_the_interval_then_it_idles(
     loop_thread: LoopThread, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(hubmod, "HAND_OFF_INTERVAL", 0.3)
+    monkeypatch.setattr(hubmod, "HAND_OFF_INTERVAL", 1.0)
     sink = Sink()
     handoff = _HandOff(loop_thread.loop, sink)
     t0 = time.monotonic()
     handoff.submit({"seq": 0})
-    assert wait_until(lambda: len(sink.items) == 1, 0.25)  # not held for the interval
+    assert wait_until(lambda: len(sink.items) == 1, 0.5)  # not held for the interval
     handoff.submit({"seq": 1})
     handoff.submit({"seq": 2})
-    assert wait_until(lambda: len(sink.items) == 3, 2.0)
-    assert time.monotonic() - t0 >= 0.25  # collected for an interval, in one batch
+    assert wait_until(lambda: len(sink.items) == 3, 5.0)
+    assert time.monotonic() - t0 >= 0.9  # collected for an interval, in one batch
     assert sink.batches == 2
     # An interval with nothing: the timer stops and the next event wakes the loop again.
-    assert wait_until(lambda: loop_thread.call(lambda: handoff._timer is None), 2.0)
+    assert wait_until(lambda: loop_thread.call(lambda: handoff._timer is None), 5.0)
     assert not handoff._armed
     t1 = time.monotonic()
     handoff.submit({"seq": 3})
-    assert wait_until(lambda: len(sink.items) == 4, 0.25)
-    assert time.monotonic() - t1 < 0.25
+    assert wait_until(lambda: len(sink.items) == 4, 0.5)
+    assert time.monotonic() - t1 < 0.5
     assert sink.seqs == [0, 1, 2, 3]
 
 
@@ -283,9 +283,11 @@ def test_flush_waits_for_events_still_in_the_senders_buffer(monkeypatch: Any) ->
 
     monkeypatch.setattr(hubmod, "get_channel_layer", Layer)
     sender = _BackgroundSender()
-    for i in range(5):
-        sender.submit({"seq": i})
-    sender.flush(5)  # without draining the buffer it would return after the first
+    sender.submit({"seq": 0})
+    assert wait_until(lambda: sent == [0])
+    for i in range(1, 5):
+        sender.submit({"seq": i})  # buffered: the next tick is 30 s away
+    sender.flush(5)  # without draining the buffer it would return at once
     assert sent == [0, 1, 2, 3, 4]
 
 
