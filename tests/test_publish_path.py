@@ -352,6 +352,14 @@ async def test_hand_offs_from_many_threads_reach_the_layer_in_commit_order() -> 
         await real_send(group, message)
 
     hub.layer.group_send = recording_send
+    arrived: list[int] = []
+    real_accept = hub.accept
+
+    def recording_accept(event: LoggedEvent) -> None:
+        arrived.append(event.id)
+        real_accept(event)
+
+    hub.accept = recording_accept  # type: ignore[method-assign]
     try:
         events = iter(chain((hub.last_id or 0) + 1, 6 * 1500))
         commit_order = threading.Lock()
@@ -374,8 +382,10 @@ async def test_hand_offs_from_many_threads_reach_the_layer_in_commit_order() -> 
             await asyncio.sleep(0.01)
     finally:
         hub.layer.group_send = real_send
+        del hub.accept
     first = sub.ids[0]
     assert sent == list(range(first, first + 9000))  # the layer saw commit order
+    assert arrived == sent  # and delivered it in that order: no reordering to repair
     assert sub.ids == sent
     assert hub.gap_repaired == 0
 
@@ -405,6 +415,39 @@ async def test_events_still_buffered_when_the_hub_stops_are_published(monkeypatc
     finally:
         await hub.layer.group_discard(GROUP, listener)
         await hub.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_send_interrupted_by_stop_goes_again_and_the_rest_follow() -> None:
+    hub, _sub = await started_hub()
+    sent: list[int] = []
+    attempts: list[int] = []
+
+    one_at_a_time = asyncio.Lock()  # as channels_redis publishes: under a FIFO lock
+
+    async def hanging_once(group: str, message: dict[str, Any]) -> None:
+        async with one_at_a_time:
+            attempts.append(message["id"])
+            if len(attempts) == 1:
+                await asyncio.sleep(30)  # a stuck layer: cancelled by stop()
+            sent.append(message["id"])
+
+    hub.layer.group_send = hanging_once
+    try:
+        events = chain((hub.last_id or 0) + 1, 4)
+
+        def commit_all() -> None:
+            for event in events:
+                hand_off(event)
+
+        await asyncio.to_thread(commit_all)
+        await asyncio.sleep(0.05)
+        assert sent == []
+        await hub.stop()
+    finally:
+        del hub.layer.group_send  # the instance attribute: back to the layer's method
+    assert sent == [e.id for e in events]
+    assert attempts[0] == events[0].id
 
 
 @pytest.mark.django_db(transaction=True)
