@@ -659,7 +659,8 @@ class _HandOff:
         if self._timer is not None or self._closed:
             return
         self.drain()
-        self._timer = self._loop.call_later(HAND_OFF_INTERVAL, self._tick)
+        if not self._closed:  # the sink may have closed it (a hub that began stopping)
+            self._timer = self._loop.call_later(HAND_OFF_INTERVAL, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
