@@ -396,8 +396,21 @@ def main() -> None:
         help="seconds; override events.hub.HAND_OFF_INTERVAL (how long the hand-off buffer "
         "collects events before the hub's loop takes them)",
     )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="a throw-away redis-server (unpinned) and the Redis pub/sub layer instead of the "
+        "in-memory one",
+    )
     args = parser.parse_args()
 
+    redis_server: Any = None
+    if args.redis:
+        from tests.servers import RedisServer
+
+        # Started before pinning: the child must not inherit core 0 (in production Redis
+        # runs elsewhere).
+        redis_server = RedisServer().__enter__()
     if args.core >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.core})  # before any thread starts: all inherit it
     tmp = Path(tempfile.mkdtemp(prefix="rf-bench-publish-"))
@@ -412,6 +425,8 @@ def main() -> None:
         }
     )
     os.environ.pop("REDIS_URL", None)
+    if redis_server is not None:
+        os.environ["REDIS_URL"] = redis_server.url
     import django
 
     django.setup()
@@ -434,7 +449,8 @@ def main() -> None:
     print(
         f"publish{' [experiment: ' + args.experiment + ']' if experiments else ''}: "
         f"{args.events} stage.progress events x {args.reps} reps, SQLite WAL file in "
-        f"{tmp}, in-memory layer + running Hub; pinned to core {args.core}; "
+        f"{tmp}, {'Redis pub/sub' if args.redis else 'in-memory'} layer + running Hub; "
+        f"pinned to core {args.core}; "
         f"{info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, {info['date_utc']}",
         flush=True,
     )
@@ -491,6 +507,8 @@ def main() -> None:
     finally:
         hub.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+        if redis_server is not None:
+            redis_server.__exit__(None, None, None)
 
     single = median([r["events_per_s"] for r in results["single"]])
     batch = median([r["events_per_s"] for r in results["batch"]])

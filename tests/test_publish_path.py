@@ -423,7 +423,7 @@ async def test_a_send_interrupted_by_stop_goes_again_and_the_rest_follow() -> No
     sent: list[int] = []
     attempts: list[int] = []
 
-    one_at_a_time = asyncio.Lock()  # as channels_redis publishes: under a FIFO lock
+    one_at_a_time = asyncio.Lock()  # as channels_redis publishes: one at a time per shard
 
     async def hanging_once(group: str, message: dict[str, Any]) -> None:
         async with one_at_a_time:
