@@ -76,7 +76,7 @@ class Counting:
         self.count = 0
         self.last_id = 0
 
-    def offer(self, event: Any) -> None:
+    def offer(self, event: Any, message: Any = None) -> None:
         self.count += 1
         self.last_id = event.id
 

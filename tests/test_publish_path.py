@@ -300,7 +300,7 @@ class Collecting:
         self.visible_projects: frozenset[str] | None = None  # every project, like staff
         self.ids: list[int] = []
 
-    def offer(self, event: LoggedEvent) -> None:
+    def offer(self, event: LoggedEvent, message: dict[str, Any] | None = None) -> None:
         self.ids.append(event.id)
 
     def stats_snapshot(self) -> tuple[bool, frozenset[str]]:
