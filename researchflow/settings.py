@@ -138,9 +138,10 @@ def _channel_layers() -> dict[str, dict[str, object]]:
     if not raw:
         # One process: the in-memory layer. Only the per-process event hub listens on it
         # (never one channel per socket), so its O(channels) receive scan stays cheap.
+        # events.layers' subclass drops upstream's task per member and deep copy per message.
         return {
             "default": {
-                "BACKEND": "channels.layers.InMemoryChannelLayer",
+                "BACKEND": "events.layers.InMemoryChannelLayer",
                 "CONFIG": {"capacity": 10_000, "expiry": 60},
             }
         }

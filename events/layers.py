@@ -1,0 +1,58 @@
+"""The in-memory channel layer (the embedded default), without its per-message overheads.
+
+channels' `InMemoryChannelLayer.group_send` starts a task per group member and collects them
+with `asyncio.as_completed`, and `send` deep-copies every message. Here the one group member
+is the process's event hub, and the hub's messages are flat dicts of strings and numbers
+(`LoggedEvent.to_message`): the tasks, the `as_completed` machinery and the deep copy were
+most of the hub's ~65 µs per published event (docs/benchmarks.md, publishing).
+
+Same semantics: an in-memory `send` never waits (a full channel raises `ChannelFull` at
+once), so sending to the members in turn is what the tasks did, in group order; a shallow
+copy of a dict whose values are all immutable is a deep copy. Upstream skips a full channel
+silently; here it is counted too (`researchflow_channel_layer_errors_total{op="channel_full"}`)
+— the hub repairs what a full channel lost from the log either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from copy import deepcopy
+from typing import Any
+
+from channels.exceptions import ChannelFull
+from channels.layers import InMemoryChannelLayer as _UpstreamInMemoryChannelLayer
+
+from . import metrics
+
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def _copy(message: dict[str, Any]) -> dict[str, Any]:
+    for value in message.values():
+        if type(value) not in _IMMUTABLE:
+            return deepcopy(message)
+    return dict(message)
+
+
+class InMemoryChannelLayer(_UpstreamInMemoryChannelLayer):
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        # As upstream (channels 4.3), with `_copy` for `deepcopy`.
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        queue = self.channels.setdefault(channel, asyncio.Queue(maxsize=self.get_capacity(channel)))
+        try:
+            queue.put_nowait((time.time() + self.expiry, _copy(message)))
+        except asyncio.QueueFull:
+            raise ChannelFull(channel) from None
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "Message is not a dict"
+        self.require_valid_group_name(group)
+        self._clean_expired()
+        for channel in list(self.groups.get(group, ())):
+            try:
+                await self.send(channel, message)
+            except ChannelFull:
+                metrics.LAYER_ERRORS.labels(op="channel_full").inc()

@@ -1,0 +1,72 @@
+"""The in-memory channel layer subclass (events/layers.py): upstream's semantics, fewer costs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from events import metrics
+from events.layers import InMemoryChannelLayer
+
+
+def full_count() -> float:
+    return float(metrics.LAYER_ERRORS.labels(op="channel_full")._value.get())
+
+
+def test_it_is_the_default_layer_without_redis() -> None:
+    if settings.REDIS_URL:
+        pytest.skip("REDIS_URL set: the Redis layer is the default")
+    assert isinstance(get_channel_layer(), InMemoryChannelLayer)
+
+
+async def test_group_send_reaches_every_member_once_in_order() -> None:
+    layer = InMemoryChannelLayer(capacity=100)
+    a, b = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("g", a)
+    await layer.group_add("g", b)
+    for i in range(5):
+        await layer.group_send("g", {"type": "rf.event", "id": i})
+    for channel in (a, b):
+        got = [(await layer.receive(channel))["id"] for _ in range(5)]
+        assert got == [0, 1, 2, 3, 4]
+    assert layer.channels == {}  # nothing left over: exactly once
+
+
+async def test_a_full_member_is_counted_and_the_others_still_get_it() -> None:
+    layer = InMemoryChannelLayer(capacity=1)
+    full, free = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("g", full)
+    await layer.group_add("g", free)
+    await layer.send(full, {"type": "x", "n": 0})  # fills it
+    before = full_count()
+    await layer.group_send("g", {"type": "x", "n": 1})
+    assert full_count() == before + 1
+    assert (await layer.receive(free))["n"] == 1
+    assert (await layer.receive(full))["n"] == 0
+    await layer.send(free, {"type": "x"})
+    with pytest.raises(ChannelFull):  # a direct send to a full channel still raises
+        await layer.send(free, {"type": "x"})
+
+
+async def test_messages_are_copies_flat_or_nested() -> None:
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    flat: dict[str, Any] = {"type": "x", "id": 1, "frame": "{}", "t": 1.5, "prev": None}
+    nested: dict[str, Any] = {"type": "x", "items": [1, 2], "meta": {"k": "v"}}
+    await layer.send(channel, flat)
+    await layer.send(channel, nested)
+    flat["id"] = 99
+    nested["items"].append(3)
+    nested["meta"]["k"] = "changed"
+    assert await layer.receive(channel) == {
+        "type": "x",
+        "id": 1,
+        "frame": "{}",
+        "t": 1.5,
+        "prev": None,
+    }
+    assert await layer.receive(channel) == {"type": "x", "items": [1, 2], "meta": {"k": "v"}}
