@@ -280,115 +280,12 @@ def micro(items: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-# --- bench-only experiments: what the proposed fixes are worth (the project is not changed) ---
-
-
-def patch_raw_sql() -> None:
-    """EventBus.publish with the same steps and semantics, but the two ORM calls of the hot
-    path (`aggregate(Max("id"))` for prev id, `objects.create`) as raw SQL."""
-    import orjson
-    from django.db import connection, transaction
-    from django.utils import timezone
-
-    from events import bus as busmod
-    from events import phi
-    from events.models import Event
-    from events.schemas import iso_timestamp, validate_payload
-
-    table = connection.ops.quote_name(Event._meta.db_table)
-    max_sql = f"SELECT MAX(id) FROM {table}"
-    insert_sql = (
-        f"INSERT INTO {table} (type, project_id, run_id, payload, created_at) "
-        "VALUES (%s, %s, %s, %s, %s) RETURNING id"
-    )
-
-    def publish(self: Any, event_type: str, payload: Any, *, at: Any = None) -> Any:
-        model = validate_payload(event_type, payload)
-        data = model.model_dump(by_alias=True, exclude_none=True)
-        findings = phi.scan(data)
-        if findings:
-            raise busmod.PHIRejected(event_type, findings)
-        created_at = at or timezone.now()
-        with transaction.atomic():
-            busmod.lock_log()
-            with connection.cursor() as cur:
-                cur.execute(max_sql)
-                prev_id = cur.fetchone()[0]
-                cur.execute(
-                    insert_sql,
-                    [
-                        event_type,
-                        data["projectId"],
-                        data.get("runId", ""),
-                        orjson.dumps(data).decode(),
-                        connection.ops.adapt_datetimefield_value(created_at),
-                    ],
-                )
-                row_id = cur.fetchone()[0]
-            timestamp = iso_timestamp(created_at)
-            record = busmod.LoggedEvent(
-                id=row_id,
-                prev_id=prev_id,
-                type=event_type,
-                project_id=data["projectId"],
-                run_id=data.get("runId", ""),
-                timestamp=timestamp,
-                payload=data,
-                frame=busmod.encode_frame(row_id, event_type, timestamp, data),
-                stage_id=data.get("stageId", ""),
-            )
-            transaction.on_commit(lambda: self._committed(record), robust=True)
-        return record
-
-    busmod.EventBus.publish = publish  # type: ignore[method-assign]
-
-
-def patch_coalesced_hand_off() -> None:
-    """hand_off that wakes the hub's loop once per run of hand-offs, not once per event:
-    a locked list plus one call_soon_threadsafe while a drain is pending."""
-    from events import hub as hubmod
-
-    lock = threading.Lock()
-    pending: list[Any] = []
-    scheduled = [False]
-    original = hubmod.hand_off
-
-    def drain(hub: Any) -> None:
-        with lock:
-            items = pending[:]
-            pending.clear()
-            scheduled[0] = False
-        for message in items:
-            hub.enqueue_publish(message)
-
-    def hand_off(record: Any) -> None:
-        hubs = hubmod.Hub.running()
-        if not hubs:
-            original(record)
-            return
-        message = record.to_message()
-        with lock:
-            pending.append(message)
-            if scheduled[0]:
-                return
-            scheduled[0] = True
-        hubs[0].loop.call_soon_threadsafe(drain, hubs[0])
-
-    hubmod.hand_off = hand_off
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--events", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--core", type=int, default=0, help="-1: do not pin")
-    parser.add_argument(
-        "--experiment",
-        default="",
-        help="bench-only, comma-separated: raw-sql (prev id + insert as raw SQL), coalesce "
-        "(one loop wake-up per run of hand-offs)",
-    )
     parser.add_argument(
         "--hand-off-interval",
         type=float,
@@ -435,11 +332,6 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     from events.bus import event_bus
 
-    experiments = {e.strip() for e in args.experiment.split(",") if e.strip()}
-    if "raw-sql" in experiments:
-        patch_raw_sql()
-    if "coalesce" in experiments:
-        patch_coalesced_hand_off()
     if args.hand_off_interval is not None:
         import events.hub
 
@@ -447,7 +339,7 @@ def main() -> None:
     hub = HubThread()
     info = machine_info()
     print(
-        f"publish{' [experiment: ' + args.experiment + ']' if experiments else ''}: "
+        "publish: "
         f"{args.events} stage.progress events x {args.reps} reps, SQLite WAL file in "
         f"{tmp}, {'Redis pub/sub' if args.redis else 'in-memory'} layer + running Hub; "
         f"pinned to core {args.core}; "

@@ -37,7 +37,6 @@ run connections  "$PY" -u bench/connections.py $CON
 run compression  "$PY" -u bench/compression.py $CMP
 if [ "${EXPERIMENTS:-0}" = 1 ]; then
   run fanout-fixes "$PY" -u bench/fanout.py $FAN --targets uvicorn,uv-nosess,uv-sansio,uv-gc,uv-set,uv-best,bare
-  run publish-fixes "$PY" -u bench/publish.py $PUB --experiment raw-sql
   run connections-fixes "$PY" -u bench/connections.py $CON --targets uvicorn,uv-db,uv-best
 fi
 echo "done: $OUT/results.jsonl"

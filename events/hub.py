@@ -550,12 +550,6 @@ class Hub:
 
     # --- outbound (from the bus, on commit) ----------------------------------------------
 
-    def enqueue_publish(self, message: dict[str, Any]) -> None:
-        """Called on this hub's loop thread: publish to the layer in order."""
-        if self.layer is None:
-            return
-        self._outbox.put_nowait(message)
-
     def enqueue_batch(self, messages: list[dict[str, Any]]) -> None:
         """Called on this hub's loop thread with a hand-off batch, in commit order."""
         if self.layer is None:
