@@ -577,7 +577,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._last_queued_id = event.id
         if self._writer is None and not self._queue:
             # Nothing queued, no writer: hand the frame to the server now, with no task.
-            self._send_now(message or {"type": "websocket.send", "text": event.frame})
+            if not self._send_now(message or {"type": "websocket.send", "text": event.frame}):
+                return
             self.last_sent_id = event.id
             self.message_count += 1
             hub = self.hub
@@ -632,7 +633,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         if self._writer is None and self._queue:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
-    def _send_now(self, message: dict[str, Any]) -> None:
+    def _send_now(self, message: dict[str, Any]) -> bool:
         """Send one frame without a task: the common case, where the server takes it at once.
 
         An ASGI `send` is a coroutine, but uvicorn's and daphne's only suspend under
@@ -642,21 +643,23 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         If it suspends, a writer task takes the half-sent coroutine over (`_Resume`) and
         everything after it queues behind, so order is kept and a slow client meets the
         queue limit as before. The coroutine runs in the caller's task and context (the
-        hub's): nothing in a server's `send` depends on either.
+        hub's): nothing in a server's `send` depends on either. False: the server refused
+        the frame.
         """
         coro = self.base_send(message)
         try:
             blocked_on = coro.send(None)
         except StopIteration:
-            return
+            return True
         except Exception:
             # The server refused the frame (the client has gone): its disconnect follows
             # through receive; stop offering this socket anything meanwhile.
             self._closing = True
-            return
+            return False
         self._writer = asyncio.get_running_loop().create_task(
             self._write_loop(_Resume(coro, blocked_on))
         )
+        return True
 
     async def _write_loop(self, pending: _Resume | None = None) -> None:
         send = self.base_send

@@ -7,14 +7,17 @@ from typing import Any
 
 import orjson
 import pytest
+from channels.testing import WebsocketCommunicator
 
 from events.bus import LoggedEvent
 from events.hub import Hub
 from events.models import Event, EventLogState
+from researchflow.asgi import application
 from runs import services
 from runs.models import Role
 from tests.ws_helpers import (
     ALL_CATEGORIES,
+    ORIGIN,
     Gate,
     authed_socket,
     db,
@@ -404,3 +407,35 @@ async def test_a_failing_socket_is_closed_and_costs_the_others_nothing(
     finally:
         hub.remove(broken)
     await comm.disconnect()
+
+
+async def test_a_socket_whose_server_refuses_a_frame_is_dropped_quietly(world: Any) -> None:
+    # The server's send() raising at once (uvicorn's ClientDisconnected: the peer is gone)
+    # while the hub offers a batch: that socket stops being offered events, the others still
+    # get theirs, and nothing is raised into the hub.
+    broken = {"on": False}
+
+    async def refusing_app(scope: Any, receive: Any, send_: Any) -> Any:
+        async def refusing_send(message: dict[str, Any]) -> None:
+            if broken["on"] and message["type"] == "websocket.send":
+                raise OSError("client disconnected")
+            await send_(message)
+
+        return await application(scope, receive, refusing_send)
+
+    gone = WebsocketCommunicator(refusing_app, "/ws", headers=[ORIGIN])
+    assert (await gone.connect(timeout=5))[0]
+    await gone.receive_json_from(timeout=5)
+    await send(gone, "auth", token=await db(token_for)(world.bob), eventCategories=ALL)
+    assert (await gone.receive_json_from(timeout=5))["type"] == "auth.success"
+    fine = await authed_socket(world.alice, categories=ALL)
+    hub = Hub.running()[0]
+    consumer = next(s for s in hub.subscribers if s.user_id == world.bob.pk)
+    broken["on"] = True
+    for name in ("a", "b"):
+        await db(services.create_run)(world.project, name, ["x"], world.alice)
+    assert [e["payload"]["runName"] for e in await receive_events(fine, 2)] == ["a", "b"]
+    assert consumer._closing  # offered nothing more after the refused frame
+    assert consumer.message_count == 0  # "a" was refused, "b" never offered: none counted
+    await fine.disconnect()
+    await gone.disconnect()
