@@ -41,6 +41,19 @@ from .models import Event
 logger = logging.getLogger(__name__)
 
 GROUP = "researchflow.events"
+# Events per layer message when several are waiting to go: with Redis each layer message is a
+# PUBLISH round trip, and one per event capped a process at ~4,000 events/s handed to the
+# others (docs/benchmarks.md, publishing). A run of events travels as one "rf.batch".
+BATCH_MAX = 100
+
+
+def layer_message(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """One channel-layer message for a run of event messages (in commit order)."""
+    if len(messages) == 1:
+        return messages[0]
+    return {"type": "rf.batch", "events": messages}
+
+
 PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}"
 # Read by GET /api/ws/stats/ (events/views.py): one hash per process, field "stats".
 STATS_KEY_PREFIX = "researchflow:wsstats:"
@@ -361,25 +374,36 @@ class Hub:
                 logger.exception("event hub: channel layer receive failed; retrying")
                 await asyncio.sleep(0.5)
                 continue
-            if message.get("type") == "rf.event":
-                try:
-                    self.accept(LoggedEvent.from_message(message))
-                except Exception:
-                    logger.exception("event hub: bad layer message dropped (repaired from log)")
+            kind = message.get("type")
+            if kind == "rf.event":
+                self._accept_message(message)
+            elif kind == "rf.batch":
+                events = message.get("events")
+                for event in events if isinstance(events, list) else ():
+                    self._accept_message(event)
+
+    def _accept_message(self, message: Any) -> None:
+        try:
+            self.accept(LoggedEvent.from_message(message))
+        except Exception:
+            logger.exception("event hub: bad layer message dropped (repaired from log)")
 
     async def _send_loop(self) -> None:
-        """Publish committed events to the layer, one at a time, in commit order.
+        """Publish committed events to the layer in commit order: what is waiting in the
+        outbox goes as one layer message (up to BATCH_MAX events), one send at a time.
 
-        One at a time on purpose: starting the sends of a whole hand-off batch together
-        (asyncio.gather) was ~4 % faster with the in-memory layer but made the Redis pub/sub
-        hub fall further behind (its publishes queue on one lock per shard anyway).
+        One send at a time on purpose: starting several sends together (asyncio.gather) was
+        ~4 % faster with the in-memory layer but made the Redis pub/sub hub fall further behind
+        (its publishes queue on one lock per shard anyway), and could reorder them.
         """
         assert self.layer is not None
         unsent: list[dict[str, Any]] = []  # taken from the outbox, not yet through the layer
         try:
             while True:
                 unsent = [await self._outbox.get()]
-                await self._send(unsent[0])
+                while len(unsent) < BATCH_MAX and not self._outbox.empty():
+                    unsent.append(self._outbox.get_nowait())
+                await self._send(layer_message(unsent))
                 unsent = []
         finally:
             # Cancelled (Hub.stop, or the server cancelling every task at shutdown): what the
@@ -410,9 +434,10 @@ class Hub:
         done = 0
         try:
             async with asyncio.timeout(SHUTDOWN_SEND_TIMEOUT):
-                for message in rest:
-                    await self._send(message)
-                    done += 1
+                for start in range(0, len(rest), BATCH_MAX):
+                    chunk = rest[start : start + BATCH_MAX]
+                    await self._send(layer_message(chunk))
+                    done += len(chunk)
         except TimeoutError:
             metrics.LAYER_ERRORS.labels(op="send").inc()
             logger.warning(
@@ -760,15 +785,18 @@ class _BackgroundSender:
         assert self._queue is not None
         layer = get_channel_layer()
         while True:
-            message = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
                 if layer is not None:
-                    await layer.group_send(GROUP, message)
+                    await layer.group_send(GROUP, layer_message(batch))
             except Exception:
                 metrics.LAYER_ERRORS.labels(op="send").inc()
                 logger.exception("background event sender: group_send failed (hubs will repair)")
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
 
     def submit(self, message: dict[str, Any]) -> None:
         self._handoff.submit(message)

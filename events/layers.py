@@ -3,12 +3,14 @@
 channels' `InMemoryChannelLayer.group_send` starts a task per group member and collects them
 with `asyncio.as_completed`, and `send` deep-copies every message. Here the one group member
 is the process's event hub, and the hub's messages are flat dicts of strings and numbers
-(`LoggedEvent.to_message`): the tasks, the `as_completed` machinery and the deep copy were
-most of the hub's ~65 µs per published event (docs/benchmarks.md, publishing).
+(`LoggedEvent.to_message`), or lists of them (`events.hub.layer_message`): the tasks, the
+`as_completed` machinery and the deep copy were most of the hub's ~65 µs per published event
+(docs/benchmarks.md, publishing).
 
 Same semantics: an in-memory `send` never waits (a full channel raises `ChannelFull` at
 once), so sending to the members in turn is what the tasks did, in group order; a shallow
-copy of a dict whose values are all immutable is a deep copy. Upstream skips a full channel
+copy of a dict whose values are all immutable is a deep copy, and so is copying dicts and
+lists of them level by level. Upstream skips a full channel
 silently; here it is counted too (`researchflow_channel_layer_errors_total{op="channel_full"}`)
 — the hub repairs what a full channel lost from the log either way.
 """
@@ -31,8 +33,21 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 def _copy(message: dict[str, Any]) -> dict[str, Any]:
     for value in message.values():
         if type(value) not in _IMMUTABLE:
-            return deepcopy(message)
+            return _copy_nested(message)
     return dict(message)
+
+
+def _copy_nested(value: Any) -> Any:
+    """A deep copy of dicts and lists of immutables (the hub's "rf.batch": a list of flat
+    event messages) without deepcopy's memo and dispatch; anything else goes to deepcopy."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is dict:
+        return {key: _copy_nested(item) for key, item in value.items()}
+    if kind is list:
+        return [_copy_nested(item) for item in value]
+    return deepcopy(value)
 
 
 class InMemoryChannelLayer(_UpstreamInMemoryChannelLayer):

@@ -70,3 +70,19 @@ async def test_messages_are_copies_flat_or_nested() -> None:
         "prev": None,
     }
     assert await layer.receive(channel) == {"type": "x", "items": [1, 2], "meta": {"k": "v"}}
+
+
+async def test_a_batch_message_is_copied_level_by_level() -> None:
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    events = [{"type": "rf.event", "id": i, "frame": "{}"} for i in range(3)]
+    batch: dict[str, Any] = {"type": "rf.batch", "events": events}
+    await layer.send(channel, batch)
+    events[0]["id"] = 99
+    events.append({"type": "rf.event", "id": 3})
+    got = await layer.receive(channel)
+    assert got == {
+        "type": "rf.batch",
+        "events": [{"type": "rf.event", "id": i, "frame": "{}"} for i in range(3)],
+    }
+    assert got["events"] is not events

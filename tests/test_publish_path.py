@@ -272,6 +272,11 @@ def test_events_buffered_for_a_loop_that_closed_are_sent_elsewhere(monkeypatch: 
     assert handoff.submit({"seq": 1}) is False
 
 
+def unpack(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The event messages in one layer message: itself, or the events of an "rf.batch"."""
+    return message["events"] if message.get("type") == "rf.batch" else [message]
+
+
 def test_flush_waits_for_events_still_in_the_senders_buffer(monkeypatch: Any) -> None:
     monkeypatch.setattr(hubmod, "HAND_OFF_INTERVAL", 30)
     sent: list[int] = []
@@ -279,7 +284,7 @@ def test_flush_waits_for_events_still_in_the_senders_buffer(monkeypatch: Any) ->
     class Layer:
         async def group_send(self, group: str, message: dict[str, Any]) -> None:
             await asyncio.sleep(0.01)
-            sent.append(message["seq"])
+            sent.extend(m["seq"] for m in unpack(message))
 
     monkeypatch.setattr(hubmod, "get_channel_layer", Layer)
     sender = _BackgroundSender()
@@ -348,7 +353,7 @@ async def test_hand_offs_from_many_threads_reach_the_layer_in_commit_order() -> 
     real_send = hub.layer.group_send
 
     async def recording_send(group: str, message: dict[str, Any]) -> None:
-        sent.append(message["id"])
+        sent.extend(m["id"] for m in unpack(message))
         await real_send(group, message)
 
     hub.layer.group_send = recording_send
@@ -408,7 +413,9 @@ async def test_events_still_buffered_when_the_hub_stops_are_published(monkeypatc
         await asyncio.to_thread(commit_all)
         await asyncio.sleep(0.05)
         await hub.stop()
-        received = [(await hub.layer.receive(listener))["id"] for _ in range(5)]
+        received: list[int] = []
+        while len(received) < 5:
+            received.extend(m["id"] for m in unpack(await hub.layer.receive(listener)))
         assert received == [e.id for e in events]
         # Stopped: a late hand-off is not swallowed by the dead hub's buffer.
         assert hubmod._hand_off_for(hub).submit(events[0].to_message()) is False
@@ -427,10 +434,11 @@ async def test_a_send_interrupted_by_stop_goes_again_and_the_rest_follow() -> No
 
     async def hanging_once(group: str, message: dict[str, Any]) -> None:
         async with one_at_a_time:
-            attempts.append(message["id"])
+            ids = [m["id"] for m in unpack(message)]
+            attempts.append(ids[0])
             if len(attempts) == 1:
                 await asyncio.sleep(30)  # a stuck layer: cancelled by stop()
-            sent.append(message["id"])
+            sent.extend(ids)
 
     hub.layer.group_send = hanging_once
     try:
@@ -559,3 +567,55 @@ def _postgres_scenario() -> dict[str, Any]:
         "filtered": filtered == [record.id, via_orm.id],
         "typeof": typeof,
     }
+
+
+# --- several events per layer message ------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("hubs_stopped")
+async def test_events_waiting_together_travel_as_one_layer_message_in_order() -> None:
+    hub, sub = await started_hub()
+    layer_messages: list[dict[str, Any]] = []
+    real_send = hub.layer.group_send
+
+    async def recording_send(group: str, message: dict[str, Any]) -> None:
+        layer_messages.append(message)
+        await real_send(group, message)
+
+    hub.layer.group_send = recording_send
+    try:
+        events = chain((hub.last_id or 0) + 1, hubmod.BATCH_MAX + 30)
+        # All waiting in the outbox at once, as after one hand-off tick under load.
+        hub.enqueue_batch([e.to_message() for e in events])
+        deadline = time.monotonic() + 5
+        while len(sub.ids) < len(events) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        del hub.layer.group_send
+    assert [m["type"] for m in layer_messages] == ["rf.batch", "rf.batch"]
+    assert [len(m["events"]) for m in layer_messages] == [hubmod.BATCH_MAX, 30]
+    assert sub.ids == [e.id for e in events]
+    assert hub.gap_repaired == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("hubs_stopped")
+async def test_a_bad_entry_in_a_batch_costs_only_itself(caplog: Any) -> None:
+    hub, sub = await started_hub()
+    first, second = chain((hub.last_id or 0) + 1, 2)
+    message = {
+        "type": "rf.batch",
+        "events": [first.to_message(), {"type": "rf.event", "garbage": True}, second.to_message()],
+    }
+    await hub.layer.group_send(GROUP, message)
+    deadline = time.monotonic() + 5
+    while len(sub.ids) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert sub.ids == [first.id, second.id]
+    assert "bad layer message dropped" in caplog.text
+
+
+def test_a_lone_event_travels_as_itself() -> None:
+    (event,) = chain(1, 1)
+    assert hubmod.layer_message([event.to_message()]) == event.to_message()
