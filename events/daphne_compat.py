@@ -32,4 +32,21 @@ def install() -> None:
         original(self, code)
 
     WebSocketProtocol.serverClose = server_close
+    _skip_frame_log_highlighting()
     _installed = True
+
+
+def _skip_frame_log_highlighting() -> None:
+    """autobahn logs every frame it writes at debug level, and builds the message's arguments
+    first: `hltype(self.sendData)`, `hlval(self.peer)`, `hlval(len(data))`, each a
+    click.style() call, even though its logger drops debug messages unseen. That was ~10 % of
+    daphne's CPU while fanning out (docs/benchmarks.md, fan-out). The arguments are handed over
+    unstyled instead: a debug log, if ever enabled, shows the same values without colour."""
+    from autobahn.websocket import protocol
+
+    protocol.hltype = _unstyled  # type: ignore[assignment]
+    protocol.hlval = _unstyled  # type: ignore[assignment]
+
+
+def _unstyled(value: Any, *_args: Any, **_kwargs: Any) -> Any:
+    return value
