@@ -88,6 +88,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         "_queue_limit",
         "_queued",
         "_rejected_streak",
+        "_replay_queued",
         "_slot_claimed",
         "_timer",
         "_tokens",
@@ -148,6 +149,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         # so most sockets never need one (~0.7 KiB each, docs/benchmarks.md section 3).
         self._queue: deque[list[Any]] | None = None
         self._queued = 0
+        self._replay_queued = 0  # of _queued: replayed events (not held to WS_SEND_QUEUE)
         self._progress_slots: dict[str, list[Any]] = {}
         self._held: list[LoggedEvent] | None = None  # events held while a resume replays
         self._closing = False
@@ -208,6 +210,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._closing = True
         self._queue = None
         self._queued = 0
+        self._replay_queued = 0
         with contextlib.suppress(Exception):
             await self.close(code=code)
 
@@ -537,7 +540,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
                 self._resync(after, pruned + 1)
                 return
             for event in events:
-                self._enqueue(event, coalesce=False)  # resume promises every event
+                self._enqueue(event, replayed=True)
             metrics.RESUME_REPLAYED.inc(len(events))
         finally:
             held, self._held = self._held or [], None
@@ -569,9 +572,14 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self,
         event: LoggedEvent,
         *,
-        coalesce: bool = True,
+        replayed: bool = False,
         message: dict[str, Any] | None = None,
     ) -> None:
+        """Send or queue one event. `replayed` (a resume from the log): never coalesced, since
+        resume promises every event, and not counted against WS_SEND_QUEUE — a replay is bounded
+        by WS_RESUME_MAX_EVENTS instead, and a client catching up on a slow link must not be
+        closed as a slow consumer by its own backlog. Live events queued behind a replay still
+        meet the limit on their own."""
         if event.id <= self._last_queued_id:
             return  # already queued or sent: the per-socket stream is strictly increasing
         self._last_queued_id = event.id
@@ -586,7 +594,13 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             if not hub.delivered & 15 and event.committed_at:
                 metrics.PUBLISH_TO_SEND.observe(max(0.0, time.time() - event.committed_at))
             return
-        if coalesce and event.type == "stage.progress":
+        if replayed:
+            self._backlog().append([event, event.id, _REPLAYED])
+            self._queued += 1
+            self._replay_queued += 1
+            self._wake()
+            return
+        if event.type == "stage.progress":
             stage_id = event.stage_id
             slot = self._progress_slots.get(stage_id)
             if slot is not None and slot[0] is not None:
@@ -598,7 +612,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             self._progress_slots[stage_id] = slot
         else:
             slot = [event, event.id]
-        if self._queued >= self._queue_limit:
+        if self._queued - self._replay_queued >= self._queue_limit:
             self.hub.dropped += self._queued + 1
             metrics.DROPPED.labels(reason="slow_consumer").inc(self._queued + 1)
             metrics.SLOW_CONSUMER_CLOSES.inc()
@@ -669,10 +683,13 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
                 await pending
             # No await between the emptiness check and leaving: nothing can slip in unseen.
             while queue := self._queue:
-                item, event_id = queue.popleft()
+                slot = queue.popleft()
+                item, event_id = slot[0], slot[1]
                 if item is None:
                     continue  # coalesced away
                 self._queued -= 1
+                if len(slot) == 3:
+                    self._replay_queued -= 1
                 if isinstance(item, str):
                     await send({"type": "websocket.send", "text": item})
                     continue
@@ -680,8 +697,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
                     await self._close(item[1])
                     return
                 if item.type == "stage.progress":
-                    slot = self._progress_slots.get(item.stage_id)
-                    if slot is not None and slot[1] == event_id:
+                    latest = self._progress_slots.get(item.stage_id)
+                    if latest is not None and latest[1] == event_id:
                         del self._progress_slots[item.stage_id]
                 await send({"type": "websocket.send", "text": item.frame})
                 self.last_sent_id = event_id
@@ -747,6 +764,8 @@ class _Resume:
                 except StopIteration as stop:
                     return stop.value
 
+
+_REPLAYED = True  # the third element of a queue slot that holds a replayed event
 
 _HANDLERS = {
     "ping": RunEventsConsumer._on_ping,
