@@ -337,6 +337,18 @@ def chain(first: int, count: int) -> list[LoggedEvent]:
     ]
 
 
+async def hand_off_from_a_thread(events: list[LoggedEvent]) -> None:
+    """Hand the events off from another thread, as on_commit runs in a request thread, and
+    give the loop a moment to take what it takes at once."""
+
+    def commit_all() -> None:
+        for event in events:
+            hand_off(event)
+
+    await asyncio.to_thread(commit_all)
+    await asyncio.sleep(0.05)
+
+
 async def started_hub() -> tuple[Hub, Collecting]:
     hub = Hub.for_loop()
     await hub.ready()
@@ -403,15 +415,8 @@ async def test_events_still_buffered_when_the_hub_stops_are_published(monkeypatc
     await hub.layer.group_add(GROUP, listener)
     try:
         events = chain((hub.last_id or 0) + 1, 5)
-
-        # From another thread, as on_commit runs in a request thread: the first goes at once,
-        # the other four wait for a tick that is 30 s away.
-        def commit_all() -> None:
-            for event in events:
-                hand_off(event)
-
-        await asyncio.to_thread(commit_all)
-        await asyncio.sleep(0.05)
+        # The first goes at once, the other four wait for a tick that is 30 s away.
+        await hand_off_from_a_thread(events)
         await hub.stop()
         received: list[int] = []
         while len(received) < 5:
@@ -443,13 +448,7 @@ async def test_a_send_interrupted_by_stop_goes_again_and_the_rest_follow() -> No
     hub.layer.group_send = hanging_once
     try:
         events = chain((hub.last_id or 0) + 1, 4)
-
-        def commit_all() -> None:
-            for event in events:
-                hand_off(event)
-
-        await asyncio.to_thread(commit_all)
-        await asyncio.sleep(0.05)
+        await hand_off_from_a_thread(events)
         assert sent == []
         await hub.stop()
     finally:

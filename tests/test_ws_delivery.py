@@ -441,6 +441,24 @@ async def test_a_socket_whose_server_refuses_a_frame_is_dropped_quietly(world: A
     await gone.disconnect()
 
 
+async def stalled_resume(world: Any, missed: int) -> tuple[Gate, WebsocketCommunicator]:
+    """Bob resumes after missing `missed` runs (r1…), his writes stalled from the auth reply
+    on: the reply and the whole replay queue behind the stalled write."""
+    await db(services.create_run)(world.project, "r0", ["x"], world.alice)
+    last_seen = await db(lambda: Event.objects.latest("id").id)()
+    for i in range(1, missed + 1):
+        await db(services.create_run)(world.project, f"r{i}", ["x"], world.alice)
+    gate = Gate()
+    comm = WebsocketCommunicator(gate.app, "/ws", headers=[ORIGIN])
+    assert (await comm.connect(timeout=5))[0]
+    await comm.receive_json_from(timeout=5)
+    gate.open.clear()
+    token = await db(token_for)(world.bob)
+    await send(comm, "auth", token=token, eventCategories=ALL, lastEventId=last_seen)
+    await asyncio.sleep(0.3)
+    return gate, comm
+
+
 async def test_a_resume_larger_than_the_send_queue_reaches_a_stalled_client(
     world: Any, settings: Any
 ) -> None:
@@ -448,23 +466,7 @@ async def test_a_resume_larger_than_the_send_queue_reaches_a_stalled_client(
     # a slow link is not closed as a slow consumer by its own backlog. Live events queued
     # behind the replay meet the limit on their own.
     settings.WS_SEND_QUEUE = 3
-    await db(services.create_run)(world.project, "r0", ["x"], world.alice)
-    last_seen = await db(lambda: Event.objects.latest("id").id)()
-    for i in range(1, 9):
-        await db(services.create_run)(world.project, f"r{i}", ["x"], world.alice)
-    gate = Gate()
-    comm = WebsocketCommunicator(gate.app, "/ws", headers=[ORIGIN])
-    assert (await comm.connect(timeout=5))[0]
-    await comm.receive_json_from(timeout=5)
-    gate.open.clear()  # stalled before the auth reply: everything after it queues
-    await send(
-        comm,
-        "auth",
-        token=await db(token_for)(world.bob),
-        eventCategories=ALL,
-        lastEventId=last_seen,
-    )
-    await asyncio.sleep(0.3)
+    gate, comm = await stalled_resume(world, missed=8)
     for name in ("live1", "live2"):  # 2 live events behind 8 replayed: within the limit
         await db(services.create_run)(world.project, name, ["x"], world.alice)
     await asyncio.sleep(0.2)
@@ -483,23 +485,7 @@ async def test_live_events_behind_a_replay_still_meet_the_send_queue_limit(
     world: Any, settings: Any
 ) -> None:
     settings.WS_SEND_QUEUE = 3
-    await db(services.create_run)(world.project, "r0", ["x"], world.alice)
-    last_seen = await db(lambda: Event.objects.latest("id").id)()
-    for i in range(1, 6):
-        await db(services.create_run)(world.project, f"r{i}", ["x"], world.alice)
-    gate = Gate()
-    comm = WebsocketCommunicator(gate.app, "/ws", headers=[ORIGIN])
-    assert (await comm.connect(timeout=5))[0]
-    await comm.receive_json_from(timeout=5)
-    gate.open.clear()
-    await send(
-        comm,
-        "auth",
-        token=await db(token_for)(world.bob),
-        eventCategories=ALL,
-        lastEventId=last_seen,
-    )
-    await asyncio.sleep(0.3)
+    _gate, comm = await stalled_resume(world, missed=5)
     for i in range(4):  # the fourth live event overflows the limit of 3
         await db(services.create_run)(world.project, f"live{i}", ["x"], world.alice)
     out = await comm.receive_output(timeout=3)
