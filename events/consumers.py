@@ -585,14 +585,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._last_queued_id = event.id
         if self._writer is None and not self._queue:
             # Nothing queued, no writer: hand the frame to the server now, with no task.
-            if not self._send_now(message or {"type": "websocket.send", "text": event.frame}):
-                return
-            self.last_sent_id = event.id
-            self.message_count += 1
-            hub = self.hub
-            hub.delivered += 1
-            if not hub.delivered & 15 and event.committed_at:
-                metrics.PUBLISH_TO_SEND.observe(max(0.0, time.time() - event.committed_at))
+            if self._send_now(message or {"type": "websocket.send", "text": event.frame}, event):
+                self._sent(event)
             return
         if replayed:
             self._backlog().append([event, event.id, _REPLAYED])
@@ -647,7 +641,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         if self._writer is None and self._queue:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
-    def _send_now(self, message: dict[str, Any]) -> bool:
+    def _send_now(self, message: dict[str, Any], event: LoggedEvent | None = None) -> bool:
         """Send one frame without a task: the common case, where the server takes it at once.
 
         An ASGI `send` is a coroutine, but uvicorn's and daphne's only suspend under
@@ -657,8 +651,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         If it suspends, a writer task takes the half-sent coroutine over (`_Resume`) and
         everything after it queues behind, so order is kept and a slow client meets the
         queue limit as before. The coroutine runs in the caller's task and context (the
-        hub's): nothing in a server's `send` depends on either. False: the server refused
-        the frame.
+        hub's): nothing in a server's `send` depends on either. True: sent; False: refused,
+        or still going (the writer counts `event` as sent once it is).
         """
         coro = self.base_send(message)
         try:
@@ -671,16 +665,28 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             self._closing = True
             return False
         self._writer = asyncio.get_running_loop().create_task(
-            self._write_loop(_Resume(coro, blocked_on))
+            self._write_loop(_Resume(coro, blocked_on), event)
         )
-        return True
+        return False
 
-    async def _write_loop(self, pending: _Resume | None = None) -> None:
-        send = self.base_send
+    def _sent(self, event: LoggedEvent) -> None:
+        self.last_sent_id = event.id
+        self.message_count += 1
         hub = self.hub
+        hub.delivered += 1
+        if not hub.delivered & 15 and event.committed_at:
+            # Sampled: a histogram observation per frame costs more than the frame.
+            metrics.PUBLISH_TO_SEND.observe(max(0.0, time.time() - event.committed_at))
+
+    async def _write_loop(
+        self, pending: _Resume | None = None, pending_event: LoggedEvent | None = None
+    ) -> None:
+        send = self.base_send
         try:
             if pending is not None:
                 await pending
+                if pending_event is not None:
+                    self._sent(pending_event)
             # No await between the emptiness check and leaving: nothing can slip in unseen.
             while queue := self._queue:
                 slot = queue.popleft()
@@ -701,12 +707,11 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
                     if latest is not None and latest[1] == event_id:
                         del self._progress_slots[item.stage_id]
                 await send({"type": "websocket.send", "text": item.frame})
-                self.last_sent_id = event_id
-                self.message_count += 1
-                hub.delivered += 1
-                if not hub.delivered & 15 and item.committed_at:
-                    # Sampled: a histogram observation per frame costs more than the frame.
-                    metrics.PUBLISH_TO_SEND.observe(max(0.0, time.time() - item.committed_at))
+                self._sent(item)
+        except Exception:
+            # The server refused a frame (the client has gone), as in _send_now: its
+            # disconnect follows through receive. Not re-raised into a task nobody awaits.
+            self._closing = True
         finally:
             self._writer = None
             if not self._queue:

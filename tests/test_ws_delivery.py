@@ -490,3 +490,41 @@ async def test_live_events_behind_a_replay_still_meet_the_send_queue_limit(
         await db(services.create_run)(world.project, f"live{i}", ["x"], world.alice)
     out = await comm.receive_output(timeout=3)
     assert out == {"type": "websocket.close", "code": 4008}
+
+
+async def test_a_stalled_write_the_server_then_refuses_ends_quietly(world: Any) -> None:
+    # The stalled send fails when it resumes (the peer vanished meanwhile): the socket stops
+    # taking events and its writer task ends without an unretrieved exception.
+    open_ = asyncio.Event()
+    open_.set()
+    refuse = {"on": False}
+
+    async def stalling_app(scope: Any, receive: Any, send_: Any) -> Any:
+        async def stalling_send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.send":
+                await open_.wait()
+                if refuse["on"]:
+                    raise OSError("client disconnected")
+            await send_(message)
+
+        return await application(scope, receive, stalling_send)
+
+    comm = WebsocketCommunicator(stalling_app, "/ws", headers=[ORIGIN])
+    assert (await comm.connect(timeout=5))[0]
+    await comm.receive_json_from(timeout=5)
+    await send(comm, "auth", token=await db(token_for)(world.bob), eventCategories=ALL)
+    assert (await comm.receive_json_from(timeout=5))["type"] == "auth.success"
+    (consumer,) = Hub.running()[0].subscribers
+    open_.clear()
+    for name in ("stuck", "queued"):
+        await db(services.create_run)(world.project, name, ["x"], world.alice)
+    await asyncio.sleep(0.1)
+    writer = consumer._writer
+    assert writer is not None
+    refuse["on"] = True
+    open_.set()
+    await asyncio.wait_for(asyncio.shield(writer), 5)
+    assert writer.exception() is None
+    assert consumer._closing and consumer._writer is None
+    assert consumer.message_count == 0
+    await comm.disconnect()
