@@ -39,19 +39,12 @@ def build_app(no_session_send_wrapper: bool) -> Any:
         return application
     from channels.auth import AuthMiddleware
     from channels.routing import ProtocolTypeRouter, URLRouter
-    from channels.sessions import InstanceSessionWrapper, SessionMiddleware
 
     from events.routing import websocket_urlpatterns
-    from events.security import SocketGate
+    from events.security import SocketGate, SocketSessionMiddleware
 
-    class SocketSessionMiddleware(SessionMiddleware):
-        """Resolve the session for the scope, pass the server's `send` through untouched."""
-
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
-            wrapper = InstanceSessionWrapper(scope, send)
-            await wrapper.resolve_session()
-            return await self.inner(wrapper.scope, receive, send)
-
+    # Since 80286ac this is the project's own stack (events.security.socket_auth_stack): the
+    # switch now measures nothing new and stays so older commands still run.
     router = URLRouter(websocket_urlpatterns)
     socket_stack = SocketGate(SocketSessionMiddleware(AuthMiddleware(router)), router)
     return ProtocolTypeRouter({"http": django_asgi_app, "websocket": socket_stack})
@@ -152,20 +145,10 @@ def main() -> None:
         gc.collect()
         gc.freeze()  # Django, DRF, pydantic models...: never scanned again
         gc.set_threshold(50_000, 20, 100)
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        ws=args.ws,
-        ws_max_size=settings.WS_MAX_FRAME_BYTES,
-        ws_per_message_deflate=False,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-        lifespan="off",
-        proxy_headers=True,
-        timeout_graceful_shutdown=10,
-        log_level="warning",
-    )
+    from events.management.commands.serve import uvicorn_options
+
+    options = uvicorn_options(compression=False) | {"ws": args.ws}
+    uvicorn.run(app, host="127.0.0.1", port=args.port, **options)
 
 
 if __name__ == "__main__":
