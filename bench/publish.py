@@ -280,6 +280,19 @@ def micro(items: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def rep_result(
+    hub: Any, events: int, elapsed: float, lat: list[float], last: int, drain: float
+) -> dict[str, Any]:
+    return {
+        "events_per_s": events / elapsed,
+        "p50_us": pct(lat, 50) * 1e6,
+        "p99_us": pct(lat, 99) * 1e6,
+        "hub_drain_after_s": drain,
+        "hub_last_id": hub.sub.last_id,
+        "last_id": last,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--events", type=int, default=5000)
@@ -354,14 +367,7 @@ def main() -> None:
             items = payloads(args.events)
             elapsed, lat, last = run_single(event_bus, items)
             drain = hub.wait_for(last, 30)
-            r = {
-                "events_per_s": args.events / elapsed,
-                "p50_us": pct(lat, 50) * 1e6,
-                "p99_us": pct(lat, 99) * 1e6,
-                "hub_drain_after_s": drain,
-                "hub_last_id": hub.sub.last_id,
-                "last_id": last,
-            }
+            r = rep_result(hub, args.events, elapsed, lat, last, drain)
             results["single"].append(r)
             print(
                 f"  single  rep {rep + 1}: {r['events_per_s']:,.0f} events/s, publish p50 "
@@ -372,15 +378,8 @@ def main() -> None:
             items = payloads(args.events)
             elapsed, lat, last, commits = run_batched(event_bus, items, args.batch)
             drain = hub.wait_for(last, 30)
-            r = {
-                "events_per_s": args.events / elapsed,
-                "p50_us": pct(lat, 50) * 1e6,
-                "p99_us": pct(lat, 99) * 1e6,
-                "commit_p50_ms": pct(commits, 50) * 1000,
-                "hub_drain_after_s": drain,
-                "hub_last_id": hub.sub.last_id,
-                "last_id": last,
-            }
+            r = rep_result(hub, args.events, elapsed, lat, last, drain)
+            r["commit_p50_ms"] = pct(commits, 50) * 1000
             results["batch"].append(r)
             print(
                 f"  batch{args.batch} rep {rep + 1}: {r['events_per_s']:,.0f} events/s, publish "

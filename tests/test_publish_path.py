@@ -161,6 +161,17 @@ class Sink:
         return [m["seq"] for m in self.items]
 
 
+def ticking_slowly(loop_thread: LoopThread, monkeypatch: Any) -> tuple[Sink, _HandOff]:
+    """A hand-off whose first event has gone out and whose next tick is 30 s away: what is
+    submitted now stays buffered."""
+    monkeypatch.setattr(hubmod, "HAND_OFF_INTERVAL", 30)
+    sink = Sink()
+    handoff = _HandOff(loop_thread.loop, sink)
+    handoff.submit({"seq": 0})
+    assert wait_until(lambda: len(sink.items) == 1)
+    return sink, handoff
+
+
 def test_many_threads_lose_nothing_and_keep_the_submission_order(
     loop_thread: LoopThread,
 ) -> None:
@@ -234,11 +245,7 @@ def test_the_first_event_goes_at_once_later_ones_within_the_interval_then_it_idl
 def test_a_submit_on_the_loop_thread_goes_out_behind_what_is_buffered(
     loop_thread: LoopThread, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(hubmod, "HAND_OFF_INTERVAL", 30)
-    sink = Sink()
-    handoff = _HandOff(loop_thread.loop, sink)
-    handoff.submit({"seq": 0})
-    assert wait_until(lambda: len(sink.items) == 1)
+    sink, handoff = ticking_slowly(loop_thread, monkeypatch)
     handoff.submit({"seq": 1})
     handoff.submit({"seq": 2})  # buffered for 30 s
     loop_thread.call(lambda: handoff.submit({"seq": 3}))  # on_commit inside async code
@@ -248,11 +255,7 @@ def test_a_submit_on_the_loop_thread_goes_out_behind_what_is_buffered(
 def test_close_hands_back_what_is_buffered_and_refuses_more(
     loop_thread: LoopThread, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(hubmod, "HAND_OFF_INTERVAL", 30)
-    sink = Sink()
-    handoff = _HandOff(loop_thread.loop, sink)
-    handoff.submit({"seq": 0})
-    assert wait_until(lambda: len(sink.items) == 1)
+    _sink, handoff = ticking_slowly(loop_thread, monkeypatch)
     for i in range(1, 4):
         handoff.submit({"seq": i})  # the next tick is 30 s away
     left = loop_thread.call(handoff.close)

@@ -12,7 +12,6 @@ from channels.testing import WebsocketCommunicator
 from events.bus import LoggedEvent
 from events.hub import Hub
 from events.models import Event, EventLogState
-from researchflow.asgi import application
 from runs import services
 from runs.models import Role
 from tests.ws_helpers import (
@@ -413,25 +412,12 @@ async def test_a_socket_whose_server_refuses_a_frame_is_dropped_quietly(world: A
     # The server's send() raising at once (uvicorn's ClientDisconnected: the peer is gone)
     # while the hub offers a batch: that socket stops being offered events, the others still
     # get theirs, and nothing is raised into the hub.
-    broken = {"on": False}
-
-    async def refusing_app(scope: Any, receive: Any, send_: Any) -> Any:
-        async def refusing_send(message: dict[str, Any]) -> None:
-            if broken["on"] and message["type"] == "websocket.send":
-                raise OSError("client disconnected")
-            await send_(message)
-
-        return await application(scope, receive, refusing_send)
-
-    gone = WebsocketCommunicator(refusing_app, "/ws", headers=[ORIGIN])
-    assert (await gone.connect(timeout=5))[0]
-    await gone.receive_json_from(timeout=5)
-    await send(gone, "auth", token=await db(token_for)(world.bob), eventCategories=ALL)
-    assert (await gone.receive_json_from(timeout=5))["type"] == "auth.success"
+    gate = Gate()
+    gone = await gated_socket(gate, world.bob)
     fine = await authed_socket(world.alice, categories=ALL)
     hub = Hub.running()[0]
     consumer = next(s for s in hub.subscribers if s.user_id == world.bob.pk)
-    broken["on"] = True
+    gate.refuse = True
     for name in ("a", "b"):
         await db(services.create_run)(world.project, name, ["x"], world.alice)
     assert [e["payload"]["runName"] for e in await receive_events(fine, 2)] == ["a", "b"]
@@ -495,34 +481,17 @@ async def test_live_events_behind_a_replay_still_meet_the_send_queue_limit(
 async def test_a_stalled_write_the_server_then_refuses_ends_quietly(world: Any) -> None:
     # The stalled send fails when it resumes (the peer vanished meanwhile): the socket stops
     # taking events and its writer task ends without an unretrieved exception.
-    open_ = asyncio.Event()
-    open_.set()
-    refuse = {"on": False}
-
-    async def stalling_app(scope: Any, receive: Any, send_: Any) -> Any:
-        async def stalling_send(message: dict[str, Any]) -> None:
-            if message["type"] == "websocket.send":
-                await open_.wait()
-                if refuse["on"]:
-                    raise OSError("client disconnected")
-            await send_(message)
-
-        return await application(scope, receive, stalling_send)
-
-    comm = WebsocketCommunicator(stalling_app, "/ws", headers=[ORIGIN])
-    assert (await comm.connect(timeout=5))[0]
-    await comm.receive_json_from(timeout=5)
-    await send(comm, "auth", token=await db(token_for)(world.bob), eventCategories=ALL)
-    assert (await comm.receive_json_from(timeout=5))["type"] == "auth.success"
+    gate = Gate()
+    comm = await gated_socket(gate, world.bob)
     (consumer,) = Hub.running()[0].subscribers
-    open_.clear()
+    gate.open.clear()
     for name in ("stuck", "queued"):
         await db(services.create_run)(world.project, name, ["x"], world.alice)
     await asyncio.sleep(0.1)
     writer = consumer._writer
     assert writer is not None
-    refuse["on"] = True
-    open_.set()
+    gate.refuse = True
+    gate.open.set()
     await asyncio.wait_for(asyncio.shield(writer), 5)
     assert writer.exception() is None
     assert consumer._closing and consumer._writer is None

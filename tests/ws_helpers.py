@@ -94,16 +94,21 @@ ALL_CATEGORIES = ["RUN_EVENTS", "STAGE_EVENTS", "ARTIFACT_EVENTS", "GOVERNANCE_E
 
 
 class Gate:
-    """Wraps the ASGI app so a test decides when socket writes go out: a slow client."""
+    """Wraps the ASGI app so a test decides when socket writes go out (a slow client) and
+    whether the server refuses them (`refuse`: a peer that has gone, as uvicorn's send raises
+    ClientDisconnected)."""
 
     def __init__(self) -> None:
         self.open = asyncio.Event()
         self.open.set()
+        self.refuse = False
 
     async def app(self, scope: Any, receive: Any, send: Any) -> Any:
         async def gated_send(message: dict[str, Any]) -> None:
             if message["type"] == "websocket.send":
                 await self.open.wait()
+                if self.refuse:
+                    raise OSError("client disconnected")
             await send(message)
 
         return await application(scope, receive, gated_send)
