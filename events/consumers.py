@@ -589,29 +589,27 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
                 self._sent(event)
             return
         if replayed:
-            self._backlog().append([event, event.id, _REPLAYED])
-            self._queued += 1
+            slot: list[Any] = [event, event.id, _REPLAYED]
             self._replay_queued += 1
-            self._wake()
-            return
-        if event.type == "stage.progress":
-            stage_id = event.stage_id
-            slot = self._progress_slots.get(stage_id)
-            if slot is not None and slot[0] is not None:
-                # The client is behind on this stage: the newer progress supersedes it.
-                slot[0] = None
-                self._queued -= 1
-                self.hub.coalesced += 1
-            slot = [event, event.id]
-            self._progress_slots[stage_id] = slot
         else:
-            slot = [event, event.id]
-        if self._queued - self._replay_queued >= self._queue_limit:
-            self.hub.dropped += self._queued + 1
-            metrics.DROPPED.labels(reason="slow_consumer").inc(self._queued + 1)
-            metrics.SLOW_CONSUMER_CLOSES.inc()
-            self._close_soon(CLOSE_SLOW_CONSUMER)
-            return
+            if event.type == "stage.progress":
+                stage_id = event.stage_id
+                previous = self._progress_slots.get(stage_id)
+                if previous is not None and previous[0] is not None:
+                    # The client is behind on this stage: the newer progress supersedes it.
+                    previous[0] = None
+                    self._queued -= 1
+                    self.hub.coalesced += 1
+                slot = [event, event.id]
+                self._progress_slots[stage_id] = slot
+            else:
+                slot = [event, event.id]
+            if self._queued - self._replay_queued >= self._queue_limit:
+                self.hub.dropped += self._queued + 1
+                metrics.DROPPED.labels(reason="slow_consumer").inc(self._queued + 1)
+                metrics.SLOW_CONSUMER_CLOSES.inc()
+                self._close_soon(CLOSE_SLOW_CONSUMER)
+                return
         self._backlog().append(slot)
         self._queued += 1
         self._wake()

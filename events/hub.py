@@ -25,7 +25,7 @@ import socket
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
@@ -41,6 +41,7 @@ from .models import Event
 logger = logging.getLogger(__name__)
 
 GROUP = "researchflow.events"
+_Pair = tuple[LoggedEvent, dict[str, Any]]  # an event and its ASGI send message
 # Events per layer message when several are waiting to go: with Redis each layer message is a
 # PUBLISH round trip, and one per event capped a process at ~4,000 events/s handed to the
 # others (docs/benchmarks.md, publishing). A run of events travels as one "rf.batch".
@@ -291,32 +292,30 @@ class Hub:
             return
         # One ASGI message per event, shared by every socket: servers only read it.
         pairs = [(event, {"type": "websocket.send", "text": event.frame}) for event in batch]
-        by_project = self._by_project
-        project = batch[0].project_id
-        if all(event.project_id == project for event in batch):
-            groups: tuple[Any, ...] = (by_project.get(project), self._everything)
-            for group in groups:
-                if group:
-                    for sub in tuple(group):
-                        try:
-                            for event, message in pairs:
-                                sub.offer(event, message)
-                        except Exception:
-                            self._offer_failed(sub)
-            return
-        # Several projects: a socket may see more than one; it still gets them in log order.
-        per_sub: dict[Subscriber, list[tuple[LoggedEvent, dict[str, Any]]]] = {}
-        for pair in pairs:
-            for sub in by_project.get(pair[0].project_id, ()):
-                per_sub.setdefault(sub, []).append(pair)
-        for sub in tuple(self._everything):
-            per_sub[sub] = pairs
-        for sub, sub_pairs in per_sub.items():
+        for sub, sub_pairs in self._targets(pairs):
             try:
                 for event, message in sub_pairs:
                     sub.offer(event, message)
             except Exception:
                 self._offer_failed(sub)
+
+    def _targets(self, pairs: list[_Pair]) -> Iterator[tuple[Subscriber, list[_Pair]]]:
+        """Each socket that may see any of the events, with those it may see, in log order."""
+        by_project = self._by_project
+        project = pairs[0][0].project_id
+        if all(event.project_id == project for event, _ in pairs):
+            for group in (by_project.get(project), self._everything):
+                for sub in tuple(group or ()):
+                    yield sub, pairs
+            return
+        # Several projects: a socket may see more than one; it still gets them in log order.
+        per_sub: dict[Subscriber, list[_Pair]] = {}
+        for pair in pairs:
+            for sub in by_project.get(pair[0].project_id, ()):
+                per_sub.setdefault(sub, []).append(pair)
+        for sub in tuple(self._everything):
+            per_sub[sub] = pairs
+        yield from per_sub.items()
 
     def _offer_failed(self, sub: Subscriber) -> None:
         # A bug in one socket must not cost the others their events. This one may have missed
