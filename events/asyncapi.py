@@ -60,6 +60,15 @@ CLIENT_MESSAGES: dict[str, dict[str, Any]] = {
 }
 
 SUBSCRIPTIONS = {"type": "array", "items": STRING, "description": "The socket's full list"}
+_SUBSCRIPTION_CHANGE = {  # subscription.added and subscription.removed
+    "type": "object",
+    "properties": {
+        "eventType": STRING,
+        "eventCategory": STRING,
+        "subscriptions": SUBSCRIPTIONS,
+    },
+    "required": ["subscriptions"],
+}
 # Server → client control messages (events are generated from the payload models below).
 SERVER_MESSAGES: dict[str, dict[str, Any]] = {
     "connection.established": _obj(
@@ -77,24 +86,8 @@ SERVER_MESSAGES: dict[str, dict[str, Any]] = {
         ["userId", "projectId", "runId"],
     ),
     "auth.failed": _obj({"message": STRING}, ["message"]),
-    "subscription.added": {
-        "type": "object",
-        "properties": {
-            "eventType": STRING,
-            "eventCategory": STRING,
-            "subscriptions": SUBSCRIPTIONS,
-        },
-        "required": ["subscriptions"],
-    },
-    "subscription.removed": {
-        "type": "object",
-        "properties": {
-            "eventType": STRING,
-            "eventCategory": STRING,
-            "subscriptions": SUBSCRIPTIONS,
-        },
-        "required": ["subscriptions"],
-    },
+    "subscription.added": _SUBSCRIPTION_CHANGE,
+    "subscription.removed": _SUBSCRIPTION_CHANGE,
     "status": _obj(
         {
             "clientId": STRING,
