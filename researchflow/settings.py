@@ -238,9 +238,15 @@ WHITENOISE_AUTOREFRESH = DEBUG
 SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_PROXY", False) else None
+# How many reverse proxies stand in front of the server and are trusted to set X-Forwarded-*
+# headers (0: none; the client is the socket peer and every X-Forwarded-* header is ignored).
+# BEHIND_PROXY=1 is the older spelling of TRUSTED_PROXY_COUNT=1. With one or more, the scheme
+# comes from X-Forwarded-Proto and the client address is the one that many hops back in
+# X-Forwarded-For (docs/operations.md has the matching nginx configuration).
+TRUSTED_PROXY_COUNT = envint(
+    "TRUSTED_PROXY_COUNT", 1 if envbool("BEHIND_PROXY", False) else 0, minimum=0, maximum=10
 )
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXY_COUNT else None
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
