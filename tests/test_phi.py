@@ -65,7 +65,7 @@ def _stage(**extra: Any) -> dict[str, Any]:
 def test_it_has_a_phi_corpus_of_at_least_250_payloads_covering_every_category() -> None:
     counts = Counter(entry["category"] for _, entry in PHI_LINES)
     assert len(PHI_LINES) >= 250
-    assert set(counts) == CATEGORIES
+    assert set(counts) == CATEGORIES - {"BIDI_CONTROL"}  # not an identifier: evasions.jsonl
     assert min(counts.values()) >= 8, counts
 
 
@@ -142,6 +142,7 @@ def test_it_lists_the_documented_categories() -> None:
         "BIOMETRIC_IDENTIFIER",
         "HEALTH_INFORMATION",
         "PHI_FIELD_NAME",
+        "BIDI_CONTROL",
     } == CATEGORIES
 
 

@@ -1,16 +1,11 @@
-"""PHI guard, layer 2: a scanner for HIPAA Safe Harbor identifiers in event payloads.
+"""The detectors: HIPAA Safe Harbor identifiers in one string that is already normalised.
 
-Layer 1 is the schema (``events/schemas.py``): opaque ids, typed timestamps, enums for codes and
-free text only in a few bounded fields. This module is the second, independent layer: every
-string anywhere in a payload - values in nested dicts and lists, and the keys themselves - is
-scanned for identifiers, and a key whose *name* says it carries PHI (``patientName``, ``mrn``)
-is refused whatever its value. See ``docs/phi.md`` for the policy and its known limits.
+Callers pass text through ``normalise.fold`` first (``events.phi.scan``/``scan_text`` do); the
+patterns here are written for that ASCII-leaning view: ASCII digits, ``-`` for every dash, ``' '``
+for every space, keywords written out (``SSN``, not ``S.S.N.``).
 
 Design rules:
 
-* A :class:`Finding` names a field path and a category, never the value. A key that is itself
-  flagged, or does not look like a plain identifier, appears in paths as ``<key#N>`` (its
-  position in its object), so that a path can never leak what it refers to.
 * Precision matters as much as recall: ordinary operational messages (``"Processing 450 of
   1000 rows"``, ``"Model v1.2.3 trained"``, ISO timestamps, checksums, ``run_...`` ids) must
   pass. Numbers are only identifiers when their shape is unambiguous (``123-45-6789``,
@@ -18,26 +13,15 @@ Design rules:
   says what they are (``MRN 123456``, ``DOB 1950-03-02``, ``age 92``).
 * Fast: patterns are compiled once; a string is split into lowercase words once and only the
   detectors whose trigger words occur are run; plain tokens (``[A-Za-z0-9_]+``) and ISO
-  timestamps take a short path; ints, floats, bools and None are skipped.
+  timestamps take a short path.
 
-Pure Python, standard library only (no Django), so the REST layer, the bus and tests share it.
+Pure Python, standard library only.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
-
-__all__ = [
-    "CATEGORIES",
-    "STAFF_IDENTIFIER_FIELDS",
-    "Finding",
-    "scan",
-    "scan_text",
-]
 
 # --------------------------------------------------------------------------------------------
 # Categories
@@ -64,6 +48,10 @@ VEHICLE_IDENTIFIER = "VEHICLE_IDENTIFIER"
 BIOMETRIC_IDENTIFIER = "BIOMETRIC_IDENTIFIER"
 HEALTH_INFORMATION = "HEALTH_INFORMATION"  # a statement about one individual's health
 PHI_FIELD_NAME = "PHI_FIELD_NAME"  # a dict key such as "patientName", "mrn", "dob"
+# Not an identifier but a way to hide one: bidi controls make the shown order of characters
+# differ from the stored order ("SSN " + RLO + "9876-54-321"), so no scan of the stored text
+# can vouch for what a reader sees. Event text never needs them.
+BIDI_CONTROL = "BIDI_CONTROL"
 
 CATEGORIES: frozenset[str] = frozenset(
     {
@@ -88,25 +76,9 @@ CATEGORIES: frozenset[str] = frozenset(
         BIOMETRIC_IDENTIFIER,
         HEALTH_INFORMATION,
         PHI_FIELD_NAME,
+        BIDI_CONTROL,
     }
 )
-
-# Top-level fields that hold staff identifiers (usernames, which Django allows to be emails).
-# Only EMAIL_ADDRESS is waived there; every other detector still applies.
-STAFF_IDENTIFIER_FIELDS: frozenset[str] = frozenset(
-    {"assignedTo", "decidedBy", "createdBy", "userId"}
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One identifier found: where (a field path) and what kind. Never the value itself."""
-
-    path: str
-    category: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.category}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,7 +538,7 @@ _HEALTH_RE = re.compile(
 # --------------------------------------------------------------------------------------------
 
 _KEY_TOKEN_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
-_SAFE_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+SAFE_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 _PHI_KEY_TOKENS: frozenset[str] = _words(
     """
     ssn ssns mrn mrns dob diagnosis diagnoses surname birthdate birthday dod imei vin mbi hicn
@@ -609,7 +581,7 @@ _KEY_ATTR_ID: frozenset[str] = frozenset(
 )
 
 
-def _key_is_phi(key: str) -> bool:
+def key_is_phi(key: str) -> bool:
     tokens = [t.lower() for t in _KEY_TOKEN_RE.findall(key)]
     if not tokens:
         return False
@@ -956,8 +928,8 @@ def _scan_ages(text: str, out: set[str]) -> None:
             return
 
 
-def _scan_into(text: str, out: set[str]) -> None:
-    """Add the categories found in one string to ``out``."""
+def detect(text: str, out: set[str]) -> None:
+    """Add the categories found in one normalised string to ``out``."""
     length = len(text)
     if length < 5:
         return
@@ -989,107 +961,3 @@ def _scan_into(text: str, out: set[str]) -> None:
         _scan_names(text, out)
     if bits & _B_HEALTH and _HEALTH_RE.search(text):
         out.add(HEALTH_INFORMATION)
-
-
-def scan_text(text: str) -> list[str]:
-    """The sorted, unique categories found in one free-text string (no staff exemption)."""
-    out: set[str] = set()
-    _scan_into(text, out)
-    return sorted(out)
-
-
-# --------------------------------------------------------------------------------------------
-# The payload walker
-# --------------------------------------------------------------------------------------------
-
-# Keys come from a small schema vocabulary: remember their verdicts. Only plain identifier-like
-# keys are remembered, so the cache can hold neither PHI nor an unbounded number of entries.
-_KEY_CACHE: dict[str, tuple[bool, tuple[str, ...]]] = {}
-_KEY_CACHE_MAX = 4096
-
-
-def _key_verdict(key: str) -> tuple[bool, tuple[str, ...]]:
-    """(renderable verbatim in a path, categories the key itself carries)."""
-    cached = _KEY_CACHE.get(key)
-    if cached is not None:
-        return cached
-    found: set[str] = set()
-    _scan_into(key, found)
-    if _key_is_phi(key):
-        found.add(PHI_FIELD_NAME)
-    safe = _SAFE_KEY_RE.fullmatch(key) is not None and found <= {PHI_FIELD_NAME}
-    verdict = (safe, tuple(sorted(found)))
-    if safe and len(_KEY_CACHE) < _KEY_CACHE_MAX:
-        _KEY_CACHE[key] = verdict
-    return verdict
-
-
-_Container = Mapping[Any, object] | list[object] | tuple[object, ...]
-
-
-def _visit(
-    value: object,
-    path: str,
-    allow_email: bool,
-    found: set[tuple[str, str]],
-    stack: list[tuple[_Container, str, bool | None]],
-) -> None:
-    if isinstance(value, str):
-        categories: set[str] = set()
-        _scan_into(value, categories)
-        for category in categories:
-            if not (allow_email and category == EMAIL_ADDRESS):
-                found.add((path, category))
-    elif value is None or isinstance(value, int | float):
-        return  # numbers, booleans and null carry no text
-    elif isinstance(value, Mapping):
-        stack.append((value, path + ".", allow_email))
-    elif isinstance(value, list | tuple):
-        stack.append((value, path, allow_email))
-
-
-def scan(
-    payload: Mapping[str, object], *, staff_fields: frozenset[str] = STAFF_IDENTIFIER_FIELDS
-) -> list[Finding]:
-    """Scan every string in ``payload`` (values at any depth and keys); return the findings.
-
-    Emails are allowed only under a top-level key in ``staff_fields``. The result is sorted by
-    (path, category), deduplicated, and empty when the payload is clean. Only JSON shapes are
-    walked (mappings, lists, tuples, str, numbers, bool, None); other objects are ignored.
-    """
-    found: set[tuple[str, str]] = set()
-    # Containers still to visit: (container, path prefix, emails allowed - None at the top).
-    # An explicit stack, so that a deeply nested payload cannot exhaust the recursion limit.
-    stack: list[tuple[_Container, str, bool | None]] = [(payload, "", None)]
-    scratch: set[str] = set()
-    while stack:
-        container, prefix, staff = stack.pop()
-        if isinstance(container, Mapping):
-            for index, (key, value) in enumerate(container.items()):
-                verdict = _KEY_CACHE.get(key) if type(key) is str else None
-                if verdict is None:
-                    verdict = _key_verdict(key) if isinstance(key, str) else (False, ())
-                    if not verdict[0] and (key is None or isinstance(key, int | float)):
-                        verdict = (True, ())  # a number as a key: shown as is
-                safe, categories = verdict
-                path = prefix + str(key) if safe else f"{prefix}<key#{index}>"
-                kind = type(value)
-                if not categories:
-                    if kind is int or kind is float or kind is bool or value is None:
-                        continue
-                    if kind is str and isinstance(value, str):
-                        _scan_into(value, scratch)
-                        if not scratch:
-                            continue
-                        categories = tuple(scratch)
-                        scratch.clear()
-                        value = None
-                allow = (key in staff_fields) if staff is None else staff
-                for category in categories:
-                    if not (allow and category == EMAIL_ADDRESS):
-                        found.add((path, category))
-                _visit(value, path, allow, found, stack)
-        else:
-            for index, value in enumerate(container):
-                _visit(value, f"{prefix}[{index}]", staff is True, found, stack)
-    return [Finding(path, category) for path, category in sorted(found)]
