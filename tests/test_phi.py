@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from events.phi import CATEGORIES, STAFF_IDENTIFIER_FIELDS, Finding, scan, scan_text
+from events.phi import (
+    CATEGORIES,
+    FREE_TEXT_FIELDS,
+    STAFF_IDENTIFIER_FIELDS,
+    Finding,
+    scan,
+    scan_text,
+    scan_texts,
+)
 
 CORPUS = Path(__file__).parent / "phi_corpus"
 
@@ -26,6 +34,10 @@ def _load(name: str) -> list[tuple[str, dict[str, Any]]]:
 
 PHI_LINES = _load("phi.jsonl")
 CLEAN_LINES = _load("clean.jsonl")
+# Identifiers disguised with Unicode (look-alike letters, invisible and format characters,
+# other dashes, spaces and digits, bidi controls), spelt-out keywords, and identifiers split
+# across the free-text fields of one event. Each line says how in "evasion".
+EVASION_LINES = _load("evasions.jsonl")
 
 
 def _strings(value: object) -> Iterator[str]:
@@ -97,6 +109,29 @@ def test_it_never_puts_a_flagged_value_in_a_finding(entry: dict[str, Any]) -> No
     rendered = " ".join(f"{finding} {finding!r}" for finding in findings)
     flagged = {s for s in _strings(entry["payload"]) if len(s) >= 5 and scan_text(s)}
     assert not [value for value in flagged if value in rendered]
+
+
+def test_it_has_an_evasion_corpus_of_at_least_100_payloads_across_the_categories() -> None:
+    counts = Counter(entry["category"] for _, entry in EVASION_LINES)
+    assert len(EVASION_LINES) >= 100
+    assert len(counts) >= 15 and "BIDI_CONTROL" in counts, counts
+
+
+@pytest.mark.parametrize(
+    "entry", [entry for _, entry in EVASION_LINES], ids=[where for where, _ in EVASION_LINES]
+)
+def test_it_refuses_every_evasion_corpus_payload(entry: dict[str, Any]) -> None:
+    findings = scan(entry["payload"])
+    assert entry["category"] in {finding.category for finding in findings}, entry["evasion"]
+
+
+@pytest.mark.parametrize(
+    "entry", [entry for _, entry in EVASION_LINES], ids=[where for where, _ in EVASION_LINES]
+)
+def test_it_never_puts_an_evasions_value_in_a_finding(entry: dict[str, Any]) -> None:
+    rendered = " ".join(f"{finding} {finding!r}" for finding in scan(entry["payload"]))
+    free_text = [entry["payload"][key] for key in FREE_TEXT_FIELDS if key in entry["payload"]]
+    assert free_text and not [value for value in free_text if value in rendered]
 
 
 # --- the API -----------------------------------------------------------------------------------
@@ -418,4 +453,76 @@ def test_it_does_not_flag_a_dataset_fingerprint_as_biometric() -> None:
     ],
 )
 def test_it_accepts_the_policys_clean_examples(text: str) -> None:
+    assert scan_text(text) == []
+
+
+# --- Unicode and joint scanning ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SSN 123\u201045\u20116789",  # U+2010 / U+2011 dashes
+        "SSN 123\u201345\u20136789",  # U+2013
+        "SSN 123-4\u200b5-6789",  # zero-width space in the digits
+        "S\u00adSN 123456789",  # soft hyphen in the keyword
+        "MR\u039d 7654321",  # Greek capital Nu
+        "M R N: 7654321",
+        "S.S.N. 123456789",
+        "SSN \u00b9\u00b2\u00b3-\u2074\u2075-\u2076\u2077\u2078\u2079",  # superscripts
+    ],
+)
+def test_it_sees_through_unicode_disguises_of_an_identifier(text: str) -> None:
+    assert scan_text(text) in (["SSN"], ["MEDICAL_RECORD_NUMBER"])
+
+
+def test_it_reads_a_cyrillic_look_alike_name_as_a_name() -> None:
+    assert scan_text("Dr. \u0408ohn Smith") == ["PERSON_NAME"]
+
+
+def test_it_reads_a_full_width_at_sign_as_an_email() -> None:
+    assert scan_text("jane\uff20example.com") == ["EMAIL_ADDRESS"]
+
+
+@pytest.mark.parametrize("control", ["\u202e", "\u202d", "\u2066", "\u2069", "\u200f", "\u061c"])
+def test_it_refuses_bidi_controls_in_any_text(control: str) -> None:
+    assert scan_text(f"Stage {control}done") == ["BIDI_CONTROL"]
+
+
+def test_it_refuses_an_ssn_split_across_stage_name_and_status_message() -> None:
+    findings = scan(_stage(stageName="Batch SSN 123", statusMessage="45-6789"))
+    assert "stageName+statusMessage: SSN" in [str(f) for f in findings]
+    assert {f.path for f in findings} == {"stageName+statusMessage"}
+
+
+def test_it_refuses_an_ssn_split_across_run_name_stage_name_and_status_message() -> None:
+    texts = {"runName": "Cohort SSN 123", "stageName": "45", "statusMessage": "6789"}
+    assert [str(f) for f in scan(texts)] == ["runName+stageName+statusMessage: SSN"]
+
+
+def test_it_does_not_repeat_a_fields_own_finding_for_the_joint_scan() -> None:
+    findings = scan(_stage(statusMessage="SSN 219-09-9999"))
+    assert [str(f) for f in findings] == ["statusMessage: SSN"]
+
+
+def test_it_does_not_glue_words_of_two_fields_into_a_finding() -> None:
+    assert scan(_stage(stageName="ICD-10 Mapping", statusMessage="Version 1.2.3.4 pinned")) == []
+
+
+def test_it_reports_what_texts_read_together_add_beyond_each_alone() -> None:
+    assert scan_texts(["SSN 123", "45", "6789"]) == ["SSN"]
+    assert scan_texts(["SSN 219-09-9999", "done"]) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Caf\u00e9 batch",
+        "\u6570\u636e\u6e05\u6d17 \U0001f680",
+        "p \u2264 0.05",
+        "\u03b1=0.05",
+        "Part \u2461 of \u2464",
+    ],
+)
+def test_it_accepts_ordinary_unicode_text(text: str) -> None:
     assert scan_text(text) == []

@@ -89,24 +89,33 @@ def has_bidi_controls(text: str) -> bool:
 @cache
 def confusable_ascii() -> dict[str, str]:
     """Each non-ASCII character that Unicode's confusables data says looks like one printable
-    ASCII character, mapped to that character. A letter prefers a letter, a digit a digit."""
+    ASCII character, mapped to that character. A letter prefers a letter of its own case, a
+    digit a digit."""
     source = resources.files("confusable_homoglyphs").joinpath("confusables.json")
     data: dict[str, list[dict[str, str]]] = json.loads(source.read_text(encoding="utf-8"))
+
+    def ascii_like(char: str) -> set[str]:
+        return {
+            entry["c"]
+            for entry in data.get(char, ())
+            if len(entry["c"]) == 1 and "!" <= entry["c"] <= "~"
+        }
+
     table: dict[str, str] = {}
-    for char, entries in data.items():
+    for char in data:
         if len(char) != 1 or char.isascii():
             continue
-        candidates = sorted(
-            {
-                entry["c"]
-                for entry in entries
-                if len(entry["c"]) == 1 and entry["c"].isascii() and "!" <= entry["c"] <= "~"
-            }
-        )
+        direct = ascii_like(char)
+        # The data links ASCII characters among themselves too (I ~ l ~ 1 ~ |, O ~ 0): one
+        # step along those links lets Greek "Ι" and Cyrillic "І", listed only as "l", keep
+        # their capital case as "I".
+        candidates = sorted(direct.union(*(ascii_like(c) for c in direct)))
         if not candidates:
             continue
         if char.isalpha():
-            preferred = [c for c in candidates if c.isalpha()]
+            # Keep the case where the data allows: "І" (Cyrillic) is listed as "I" and "l".
+            preferred = [c for c in candidates if c.isalpha() and c.isupper() == char.isupper()]
+            preferred = preferred or [c for c in candidates if c.isalpha()]
         elif unicodedata.category(char) == "Nd" or char.isdigit():
             preferred = [c for c in candidates if c.isdigit()]
         else:
