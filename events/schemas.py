@@ -117,6 +117,24 @@ ArtifactKind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$
 ContentType = Annotated[
     str, StringConstraints(pattern=r"^[a-z]+/[a-z0-9][a-z0-9.+-]{0,80}(;\s?[a-z-]+=[\w.-]+)?$")
 ]
+# An artifact checksum is a digest and nothing else (a free-text "checksum" is a place to hide
+# PHI): `algo:hex` with the algorithm's own length, or bare hex of a known digest length.
+_DIGEST_ALGOS: dict[int, str] = {
+    32: "md5",
+    40: "sha1",
+    56: "sha224|sha3-224",
+    64: "sha256|sha3-256|blake2s|blake2b-256",
+    96: "sha384|sha3-384",
+    128: "sha512|sha3-512|blake2b|blake2b-512",
+}
+CHECKSUM_PATTERN = (
+    "^(?:"
+    + "|".join(f"(?:(?:{algos}):)?[0-9a-fA-F]{{{n}}}" for n, algos in _DIGEST_ALGOS.items())
+    + ")$"
+)
+CHECKSUM_MAX_LENGTH = 160  # "blake2b-512:" + 128 hex digits, with room
+CHECKSUM_RE = re.compile(CHECKSUM_PATTERN)
+Checksum = Annotated[str, StringConstraints(pattern=CHECKSUM_PATTERN)]
 Count = Annotated[int, Strict(), Field(ge=0, le=2**53 - 1)]
 Milliseconds = Annotated[int, Strict(), Field(ge=0, le=10 * 365 * 24 * 3600 * 1000)]
 

@@ -24,7 +24,7 @@ from events.schemas import ErrorCode, EventRejected
 
 from . import services
 from .models import Approval, Artifact, Membership, Project, Role, Run, Stage
-from .validators import has_breaking_characters, phi_safe, single_line
+from .validators import has_breaking_characters, phi_safe, phi_safe_together, single_line
 
 MAX_STAGES = 100
 _NO_SAVE_BUTTONS = {
@@ -77,6 +77,17 @@ class ReadOnlyInline(admin.TabularInline):
 # --- projects ------------------------------------------------------------------------------
 
 
+class ProjectForm(forms.ModelForm):
+    class Meta:
+        model = Project
+        fields = ("name",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Stored and shown on the dashboard and in the API: checked like every label.
+        self.fields["name"].validators += [single_line, phi_safe("project name")]
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 1
@@ -85,6 +96,7 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
+    form = ProjectForm
     list_display = ("name", "id", "created_at")
     search_fields = ("name", "id")
     readonly_fields = ("id", "created_at")
@@ -218,6 +230,12 @@ class RunAddForm(forms.ModelForm):
         if errors:
             raise forms.ValidationError(errors)
         return names
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "name" in cleaned and "stage_names" in cleaned:  # both passed on their own
+            phi_safe_together({"name": cleaned["name"], "stage_names": cleaned["stage_names"]})
+        return cleaned
 
 
 @admin.register(Run)

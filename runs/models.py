@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from events.schemas import ErrorCode, GovernanceType, Priority, ReasonCode
+from events.schemas import CHECKSUM_MAX_LENGTH, ErrorCode, GovernanceType, Priority, ReasonCode
 
 ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 ID_LENGTH = 20
@@ -212,7 +212,8 @@ class Artifact(models.Model):
     name = models.CharField(max_length=200)
     size_bytes = models.PositiveBigIntegerField()
     content_type = models.CharField(max_length=100)
-    checksum = models.CharField(max_length=100, blank=True)
+    # A digest only (events.schemas.CHECKSUM_PATTERN), checked by runs.services.add_artifact.
+    checksum = models.CharField(max_length=CHECKSUM_MAX_LENGTH, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -14,7 +14,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from events.schemas import ErrorCode, GovernanceType, Priority, ReasonCode
+from events import phi
+from events.schemas import CHECKSUM_RE, ErrorCode, GovernanceType, Priority, ReasonCode
 
 from .models import (
     Approval,
@@ -223,6 +224,16 @@ def report_progress(
     stage.progress = progress
     stage.items_processed = processed
     stage.items_total = total
+    if status_message:
+        # Each label passed the guard alone; a reader sees run name, stage name and status
+        # side by side, so they are checked together (the event itself carries only the last
+        # two, which the bus checks together too).
+        categories = phi.scan_texts([stage.run.name, stage.name, status_message])
+        if categories:
+            raise ValueError(
+                "statusMessage: read together with the run and stage names, contains possible "
+                f"PHI ({', '.join(categories)}); remove patient identifiers"
+            )
     if status_message is not None:
         stage.status_message = status_message
     stage.save()
@@ -274,6 +285,8 @@ def add_artifact(
 ) -> Artifact:
     if isinstance(size_bytes, bool) or size_bytes < 0:
         raise ValueError("sizeBytes: must be >= 0")
+    if checksum and not CHECKSUM_RE.match(checksum):
+        raise ValueError("checksum: must be a digest (algo:hex, or hex of a digest's length)")
     run = _locked_run(run_id)
     if run.status != RunStatus.RUNNING:
         raise TransitionError(f"run is {run.status}; artifacts are added while it runs")

@@ -78,6 +78,44 @@ class PhiSafe:
         return hash((type(self), self.field_name))
 
 
+def phi_safe_together(fields: dict[str, str | list[str]]) -> None:
+    """Refuse labels that are clean one by one but carry PHI read side by side, as a page
+    shows them (run name, stage names, status): "SSN 123" / "45" / "6789".
+
+    Call it after each field passed `phi_safe`. The error is reported under every field
+    involved and names the categories, never the values.
+    """
+    texts: list[str] = []
+    for value in fields.values():
+        texts.extend([value] if isinstance(value, str) else value)
+    try:
+        categories = phi.scan_texts(texts)
+    except Exception as exc:
+        logger.warning(
+            "joint PHI scan of %s failed (%s); refusing it", ", ".join(fields), type(exc)
+        )
+        raise ValidationError(
+            {name: "could not be checked for PHI; use plain text" for name in fields}
+        ) from None
+    if not categories:
+        return
+    for category in categories:
+        metrics.PHI_REJECTIONS.labels(category=category).inc()
+    logger.info(
+        "refused %s read together: possible PHI (%s)", ", ".join(fields), ", ".join(categories)
+    )
+    raise ValidationError(
+        {
+            name: ValidationError(
+                f"read together with {', '.join(other for other in fields if other != name)}, "
+                f"contains possible PHI ({', '.join(categories)}); remove patient identifiers",
+                code=PhiSafe.code,
+            )
+            for name in fields
+        }
+    )
+
+
 def phi_safe(field_name: str) -> PhiSafe:
     """A validator refusing PHI in `field_name`.
 

@@ -15,6 +15,7 @@ from runs.models import Approval, Artifact, Run, RunStatus, Stage, StageStatus
 pytestmark = pytest.mark.django_db
 
 SSN = "123-45-6789"
+DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
 def head() -> int:
@@ -275,13 +276,13 @@ def test_it_adds_an_artifact_to_a_running_run(world: Any) -> None:
             "name": "cohort.parquet",
             "sizeBytes": 1024,
             "contentType": "application/octet-stream",
-            "checksum": "sha256:abc",
+            "checksum": DIGEST,
             "stageId": stage.pk,
         },
     )
     assert response.status_code == 201
     body = response.json()
-    assert body["stageId"] == stage.pk and body["checksum"] == "sha256:abc"
+    assert body["stageId"] == stage.pk and body["checksum"] == DIGEST
     assert Artifact.objects.get(pk=body["id"]).size_bytes == 1024
 
 

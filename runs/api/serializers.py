@@ -22,6 +22,7 @@ from rest_framework import serializers
 
 from events.schemas import (
     ArtifactKind,
+    Checksum,
     ContentType,
     ErrorCode,
     GovernanceType,
@@ -30,7 +31,7 @@ from events.schemas import (
     iso_timestamp,
 )
 from runs.models import Approval, Artifact, Project, Role, Run, Stage
-from runs.validators import phi_safe, single_line
+from runs.validators import phi_safe, phi_safe_together, single_line
 
 MAX_COUNT = 2**53 - 1  # what a JavaScript client can hold exactly; the events' Count bound
 MAX_DURATION_MS = 10 * 365 * 24 * 3600 * 1000  # the events' Milliseconds bound
@@ -49,7 +50,11 @@ def _pattern(annotated: Any) -> re.Pattern[str]:
 
 ARTIFACT_KIND_RE = _pattern(ArtifactKind)
 CONTENT_TYPE_RE = _pattern(ContentType)
-CHECKSUM_RE = re.compile(r"^[A-Za-z0-9:+/=_.-]*$")
+CHECKSUM_RE = _pattern(Checksum)
+CHECKSUM_RULE = (
+    "must be a digest: algo:hex (md5 32, sha1 40, sha256 64, sha512 or blake2b 128 hex digits, "
+    "...) or bare hex of one of those lengths"
+)
 
 
 # --- strict fields -------------------------------------------------------------------------
@@ -256,9 +261,10 @@ class TokenSerializer(serializers.Serializer):
 
 
 class ProjectCreateSerializer(serializers.Serializer):
-    # A project name never reaches an event, so it is not PHI-scanned; it is still one line.
-    name = StrictCharField(
-        max_length=Project._meta.get_field("name").max_length, validators=[single_line]
+    # A project name reaches no event, but it is stored and shown (dashboard, admin, API):
+    # it is PHI-checked like every label.
+    name = LabelField(
+        phi_field="project name", max_length=Project._meta.get_field("name").max_length
     )
 
 
@@ -292,6 +298,11 @@ class RunCreateSerializer(serializers.Serializer):
         help_text="Milliseconds",
     )
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Each name passed alone; the dashboard shows them side by side.
+        phi_safe_together({"name": attrs["name"], "stages": attrs["stages"]})
+        return attrs
+
 
 class RunFailSerializer(serializers.Serializer):
     errorCode = StrictChoiceField(ErrorCode)
@@ -322,15 +333,20 @@ class ProgressSerializer(serializers.Serializer):
 class ArtifactCreateSerializer(serializers.Serializer):
     kind = StrictCharField(
         max_length=Artifact._meta.get_field("kind").max_length,
+        validators=[phi_safe("kind")],
         help_text="lower-case identifier, e.g. `dataset`, `report`, `figure`",
     )
     name = LabelField(phi_field="name", max_length=Artifact._meta.get_field("name").max_length)
     sizeBytes = StrictIntegerField(min_value=0, max_value=MAX_COUNT)
-    contentType = StrictCharField(max_length=Artifact._meta.get_field("content_type").max_length)
+    contentType = StrictCharField(
+        max_length=Artifact._meta.get_field("content_type").max_length,
+        validators=[phi_safe("contentType")],
+    )
     checksum = StrictCharField(
         max_length=Artifact._meta.get_field("checksum").max_length,
         required=False,
         allow_blank=True,
+        help_text="A digest: `sha256:<64 hex>`, `md5:<32 hex>`, ... or bare hex of such a length",
     )
     stageId = ObjectIdField(required=False, allow_null=True)
 
@@ -347,8 +363,8 @@ class ArtifactCreateSerializer(serializers.Serializer):
         return value
 
     def validate_checksum(self, value: str) -> str:
-        if not CHECKSUM_RE.match(value):
-            raise serializers.ValidationError("letters, digits and :+/=_.- only")
+        if value and not CHECKSUM_RE.match(value):
+            raise serializers.ValidationError(CHECKSUM_RULE)
         return value
 
 

@@ -114,7 +114,7 @@ class Command(BaseCommand):
                         name="summary_statistics.parquet",
                         size_bytes=482_113,
                         content_type="application/octet-stream",
-                        checksum="sha256:3f1c9a",
+                        checksum="sha256:1193d9acad5ff4633997609ffeea0e8baf5174092945ec0caf1a429664906591",
                         stage_id=stage.pk,
                     )
             services.add_artifact(
