@@ -348,3 +348,29 @@ def test_it_hands_ownership_over_in_one_save(world: Any, admin_client: Client) -
         Membership.objects.filter(project=world.project).values_list("user__username", "role")
     )
     assert roles == {"bob": "owner", "victor": "viewer"}
+
+
+@pytest.mark.parametrize(
+    ("name", "category"),
+    [("Proj SSN 123-45-6789", "SSN"), ("Proj SSN 123\u201045\u20136789", "SSN")],
+)
+def test_it_refuses_a_project_name_with_phi_as_a_form_error(
+    world: Any, admin_client: Client, name: str, category: str
+) -> None:
+    before = Project.objects.count()
+    response = admin_client.post("/admin/runs/project/add/", _project_form(name, []))
+    assert response.status_code == 200  # the form again, with errors
+    assert f"contains possible PHI ({category})" in response.content.decode()
+    assert Project.objects.count() == before
+
+
+def test_it_refuses_an_ssn_split_across_run_name_and_stage_names_as_a_form_error(
+    world: Any, admin_client: Client
+) -> None:
+    response = admin_client.post(
+        "/admin/runs/run/add/",
+        {"project": world.project.pk, "name": "Cohort SSN 123", "stage_names": "45\n6789"},
+    )
+    assert response.status_code == 200
+    assert "contains possible PHI (SSN)" in response.content.decode()
+    assert not Run.objects.exists() and not Event.objects.exists()

@@ -271,3 +271,23 @@ def test_unknown_api_paths_answer_json_404(world: Any) -> None:
     response = world.client(world.alice).get("/api/nope/")
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("name", "category"),
+    [
+        ("Proj SSN 123-45-6789", "SSN"),
+        ("Proj SSN 123\u201145\u20116789", "SSN"),  # non-breaking hyphens
+        ("Patient John Smith cohort", "PERSON_NAME"),
+        ("Study \u202eevil", "BIDI_CONTROL"),
+    ],
+)
+def test_it_refuses_a_project_name_with_phi_naming_field_and_category(
+    world: Any, name: str, category: str
+) -> None:
+    before = Project.objects.count()
+    response = post(world.client(world.alice), "/api/projects/", {"name": name})
+    [message] = assert_error(response, 400, "invalid")["errors"]["name"]
+    assert "PHI" in message and category in message
+    assert "123" not in response.content.decode() and "John" not in response.content.decode()
+    assert Project.objects.count() == before

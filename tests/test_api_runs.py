@@ -628,6 +628,12 @@ BAD_ARTIFACTS: list[tuple[str, Any, str]] = [
     ("name too long", _artifact(name="n" * 201), "name"),
     ("name with newline", _artifact(name="a\nb.csv"), "name"),
     ("checksum with spaces", _artifact(checksum="a b"), "checksum"),
+    ("checksum carrying an SSN", _artifact(checksum="SSN123-45-6789"), "checksum"),
+    ("checksum too short for its algorithm", _artifact(checksum="sha256:3f1c9a"), "checksum"),
+    ("checksum of an unknown algorithm", _artifact(checksum="foo:" + "a" * 64), "checksum"),
+    ("checksum hex of no digest length", _artifact(checksum="abcdef0123"), "checksum"),
+    ("kind carrying an SSN", _artifact(kind="ssn_123456789"), "kind"),
+    ("name with look-alike dashes", _artifact(name="SSN 123\u201045\u20116789.csv"), "name"),
     ("stageId of another run", _artifact(stageId="stg_00000000000000000000"), "stageId"),
 ]
 
@@ -810,3 +816,59 @@ def test_it_accepts_urls_with_and_without_the_trailing_slash(world: Any, url: st
         {"projectId": world.project.pk, "name": "R", "stages": ["a"]},
     )
     assert response.status_code == 201
+
+
+@pytest.mark.parametrize(
+    "checksum",
+    [
+        "sha256:" + "ab" * 32,
+        "sha256:" + "AB" * 32,
+        "md5:" + "0" * 32,
+        "sha1:" + "f" * 40,
+        "sha512:" + "1" * 128,
+        "blake2b:" + "c" * 128,
+        "ab" * 32,
+        "",
+    ],
+)
+def test_it_accepts_a_checksum_that_looks_like_a_digest(world: Any, checksum: str) -> None:
+    run = running(world)
+    response = post(
+        world.client(world.alice), f"/api/runs/{run.pk}/artifacts/", _artifact(checksum=checksum)
+    )
+    assert response.status_code == 201, response.content
+    assert Artifact.objects.get().checksum == checksum
+
+
+def test_it_refuses_a_checksum_that_is_no_digest_in_the_service_too(world: Any) -> None:
+    run = running(world)
+    with pytest.raises(ValueError, match=r"^checksum: "):
+        services.add_artifact(
+            run.pk, kind="t", name="t.csv", size_bytes=1, content_type="text/csv", checksum="x"
+        )
+
+
+def test_it_refuses_an_ssn_split_across_run_name_and_stage_names(world: Any) -> None:
+    mark = head()
+    body = _run_body(projectId=world.project.pk, name="Cohort SSN 123", stages=["45", "6789"])
+    response = post(world.client(world.alice), "/api/runs/", body)
+    errors = assert_error(response, 400, "invalid")["errors"]
+    assert set(errors) == {"name", "stages"}
+    assert all("PHI (SSN)" in message for messages in errors.values() for message in messages)
+    assert "6789" not in response.content.decode()
+    assert not Run.objects.exists() and new_events(mark) == []
+
+
+def test_it_refuses_an_ssn_split_across_run_stage_and_status_message(world: Any) -> None:
+    run = services.create_run(world.project, "Cohort SSN 123", ["45", "Model"], world.alice)
+    services.start_run(run.pk)
+    stage = services.start_stage(stages_of(run)[0].pk)
+    mark = head()
+    response = post(
+        world.client(world.alice),
+        f"/api/stages/{stage.pk}/progress/",
+        {"progress": 5, "statusMessage": "6789"},
+    )
+    [message] = assert_error(response, 400)["errors"]["statusMessage"]
+    assert "PHI (SSN)" in message and "6789" not in response.content.decode()
+    assert Stage.objects.get(pk=stage.pk).status_message == "" and new_events(mark) == []

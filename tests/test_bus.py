@@ -166,6 +166,33 @@ def test_it_refuses_phi_naming_field_and_category_never_the_value(run: Any) -> N
     assert not Event.objects.filter(type="stage.progress").exists()
 
 
+def test_it_refuses_an_ssn_split_across_stage_name_and_status_message(run: Any) -> None:
+    # Each field alone is clean; a subscriber shows them side by side.
+    stage = run.stages.first()
+    with pytest.raises(PHIRejected) as caught:
+        run_event_broadcaster.broadcast_stage_progress(
+            {
+                "runId": run.pk,
+                "stageId": stage.pk,
+                "stageName": "Batch SSN 123",
+                "progress": 10,
+                "statusMessage": "45-6789",
+            }
+        )
+    assert "stageName+statusMessage: SSN" in str(caught.value)
+    assert "6789" not in str(caught.value)
+    assert not Event.objects.filter(type="stage.progress").exists()
+
+
+def test_it_refuses_bidi_controls_in_event_text(run: Any) -> None:
+    stage = run.stages.first()
+    with pytest.raises(PHIRejected) as caught:
+        run_event_broadcaster.broadcast_stage_progress(
+            {"runId": run.pk, "stageId": stage.pk, "progress": 10, "statusMessage": "ok \u202e"}
+        )
+    assert "statusMessage: BIDI_CONTROL" in str(caught.value)
+
+
 def test_a_refused_event_rolls_back_the_change_that_caused_it(world: Any) -> None:
     # A plain .save() with PHI in a free-text field: the guard refuses the event, and since
     # the receiver runs inside the save's transaction, the change is not kept either.
