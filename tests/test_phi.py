@@ -1,4 +1,4 @@
-"""The PHI guard (events/phi.py): corpora of refused and accepted payloads, and unit behaviours.
+"""The PHI guard (events/phi/): corpora of refused and accepted payloads, and unit behaviours.
 
 Plain functions, no database. Corpus failures are named by file and line number.
 """
