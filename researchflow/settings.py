@@ -301,7 +301,8 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "") or None
 
 # Every record passes researchflow.log_hygiene's filter on its way out: request paths, methods
 # and the like are client text and reach a log only as ids and our own route words. uvicorn's
-# loggers are routed to the same handler (their level stays what `serve` or uvicorn set).
+# loggers keep their own handlers and levels (naming them here would reset uvicorn.error's
+# level); events/uvicorn_compat.py puts the same filter on those handlers.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -318,8 +319,6 @@ LOGGING = {
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
-        "uvicorn": {"handlers": ["console"], "propagate": False},
-        "uvicorn.access": {"handlers": ["console"], "propagate": False},
     },
 }
 
