@@ -5,12 +5,13 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import daphne.http_protocol
 import pytest
 from daphne.http_protocol import HTTPFactory
 from twisted.web import http
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from events import handshake_timeout
+from events import daphne_compat, handshake_timeout
 from events.handshake_timeout import HeadDeadlineProtocol
 from events.management.commands.serve import uvicorn_options
 
@@ -26,8 +27,13 @@ def test_uvicorns_httptools_protocol_still_has_the_hooks_the_deadline_uses() -> 
 
 def test_twisted_still_calls_all_headers_received_once_per_head() -> None:
     assert "self.allHeadersReceived()" in inspect.getsource(http.HTTPChannel)
-    source = inspect.getsource(HTTPFactory.buildProtocol)
-    assert "http.HTTPFactory.buildProtocol" in source
+    # daphne's factory builds Twisted's channel proxy (read from the file: the method itself
+    # is our wrapper once installed).
+    assert "protocol = http.HTTPFactory.buildProtocol(self, addr)" in inspect.getsource(
+        daphne.http_protocol
+    )
+    daphne_compat.install()
+    assert HTTPFactory.buildProtocol.__name__ == "build_protocol"
     assert "self._channel = " in inspect.getsource(http._GenericHTTPChannelProtocol)
 
 
