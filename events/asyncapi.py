@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from .limits import MAX_EVENT_ID, MAX_LIST_ITEMS
 from .schemas import EVENT_CATEGORIES, PAYLOAD_MODELS, TIMESTAMP_RE
 
 REF = "#/components/schemas/{model}"
@@ -32,6 +33,14 @@ STRING = {"type": "string"}
 NULLABLE_STRING = {"type": ["string", "null"]}
 EVENT_ID = {"type": "integer", "minimum": 1, "description": "Position in the event log"}
 TYPE_NAMES = sorted({t for types in EVENT_CATEGORIES.values() for t in types})
+# The consumer's limits (events/consumers.py): a JSON integer, never a float such as 1.0 or
+# 1e19, and never a bool; JSON Schema's "integer" admits 1.0, hence the explicit note.
+LAST_EVENT_ID = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": MAX_EVENT_ID,
+    "description": "A JSON integer literal (no fraction, no exponent: 1.0 and 1e3 are refused)",
+}
 SUBSCRIPTION_TARGET = {
     "oneOf": [
         _obj({"eventType": {"enum": TYPE_NAMES}}, ["eventType"]),
@@ -48,14 +57,22 @@ CLIENT_MESSAGES: dict[str, dict[str, Any]] = {
             "userId": {**STRING, "description": "Must be the authenticated user's username"},
             "projectId": STRING,
             "runId": STRING,
-            "lastEventId": {"type": "integer", "minimum": 0},
-            "eventTypes": {"type": "array", "items": {"enum": TYPE_NAMES}},
-            "eventCategories": {"type": "array", "items": {"enum": sorted(EVENT_CATEGORIES)}},
+            "lastEventId": LAST_EVENT_ID,
+            "eventTypes": {
+                "type": "array",
+                "items": {"enum": TYPE_NAMES},
+                "maxItems": MAX_LIST_ITEMS,
+            },
+            "eventCategories": {
+                "type": "array",
+                "items": {"enum": sorted(EVENT_CATEGORIES)},
+                "maxItems": MAX_LIST_ITEMS,
+            },
         }
     ),
     "subscribe": SUBSCRIPTION_TARGET,
     "unsubscribe": SUBSCRIPTION_TARGET,
-    "resume": _obj({"lastEventId": {"type": "integer", "minimum": 0}}, ["lastEventId"]),
+    "resume": _obj({"lastEventId": LAST_EVENT_ID}, ["lastEventId"]),
     "get_status": _obj({}),
 }
 

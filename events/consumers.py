@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections import deque
@@ -31,6 +30,7 @@ from django.conf import settings
 from . import access, metrics
 from .bus import LoggedEvent
 from .hub import Hub
+from .limits import MAX_EVENT_ID, MAX_LIST_ITEMS
 from .schemas import CATEGORY_OF, EVENT_CATEGORIES, iso_timestamp
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         metrics.SOCKETS_OPEN.dec()
         metrics.CLOSES.labels(code=str(self._close_code or code)).inc()
 
-    async def _close(self, code: int) -> None:
+    async def _close(self, code: int, reason: str | None = None) -> None:
         if self._close_code is None:
             self._close_code = code
         self._closing = True
@@ -212,7 +212,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._queued = 0
         self._replay_queued = 0
         with contextlib.suppress(Exception):
-            await self.close(code=code)
+            await self.close(code=code, reason=reason)
 
     def _close_after_flush(self, code: int) -> None:
         """Close once the frames already queued (the reason, say) have been sent."""
@@ -267,7 +267,9 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             and size * 4 > settings.WS_MAX_FRAME_BYTES
             and len(text_data.encode()) > settings.WS_MAX_FRAME_BYTES
         ):
-            await self._close(CLOSE_TOO_BIG)
+            await self._close(
+                CLOSE_TOO_BIG, f"message too big: at most {settings.WS_MAX_FRAME_BYTES} bytes"
+            )
             return
         if not self._take_token():
             metrics.INBOUND.labels(type="rate_limited").inc()
@@ -854,8 +856,15 @@ def _subscription_lists(payload: dict[str, Any]) -> set[str] | None:
     ):
         if value is None:
             continue
-        if not isinstance(value, list) or len(value) > 64:
-            raise ProtocolError("invalid_message", f"auth.{field} must be a list")
+        if not isinstance(value, list):
+            raise ProtocolError("invalid_message", f"auth.{field} must be a list of names")
+        if len(value) > MAX_LIST_ITEMS:
+            raise ProtocolError(
+                "invalid_message",
+                f"auth.{field}: at most {MAX_LIST_ITEMS} items",
+                field=f"auth.{field}",
+                maxItems=MAX_LIST_ITEMS,
+            )
         for name in value:
             if not isinstance(name, str) or name not in known:
                 raise ProtocolError(code, f"auth.{field}: unknown name", allowed=sorted(known))
@@ -864,13 +873,39 @@ def _subscription_lists(payload: dict[str, Any]) -> set[str] | None:
 
 
 def _optional_event_id(value: Any, field: str) -> int | None:
+    """A JSON integer in 0..MAX_EVENT_ID, or None. Nothing else: not a float even if whole
+    (`1.0`, `1e19`), not a bool, not a numeric string. The JSON parser already tells integers
+    from floats (`1` vs `1.0`), so the rule is the same whatever the number's size."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 2**63 - 1:
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value >= 0:
-            return int(value)
-        raise ProtocolError("invalid_message", f"{field} must be a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(
+            "invalid_message",
+            f"{field} must be an integer between 0 and {MAX_EVENT_ID} (got {_json_kind(value)})",
+            field=field,
+        )
+    if not 0 <= value <= MAX_EVENT_ID:
+        raise ProtocolError(
+            "invalid_message",
+            f"{field} must be an integer between 0 and {MAX_EVENT_ID}",
+            field=field,
+        )
     return value
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON type of a parsed value, for error messages (never the value itself)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return "a number with a fraction or exponent"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "another type"
 
 
 def _project_exists(project_id: str) -> bool:

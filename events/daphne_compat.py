@@ -33,6 +33,9 @@ def install() -> None:
 
     WebSocketProtocol.serverClose = server_close
     _skip_frame_log_highlighting()
+    from .handshake_timeout import install_daphne
+
+    install_daphne()  # the request-head deadline (WS_HANDSHAKE_TIMEOUT)
     _installed = True
 
 

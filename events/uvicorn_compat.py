@@ -1,4 +1,4 @@
-"""Let uvicorn's WebSocket protocol forget the handshake once it is done.
+"""Let uvicorn's WebSocket protocol forget the handshake once it is done; filter uvicorn's logs.
 
 uvicorn's sans-I/O protocol (`ws="websockets-sansio"`, what `manage.py serve` runs) keeps the
 handshake's `Request` and `Response` (websockets objects, each with a `Headers` multidict) on
@@ -24,6 +24,7 @@ def install() -> None:
     global _installed
     if _installed:
         return
+    _filter_server_logs()
     try:
         from uvicorn.protocols.websockets.websockets_sansio_impl import (
             WebSocketsSansIOProtocol,
@@ -40,3 +41,18 @@ def install() -> None:
 
     WebSocketsSansIOProtocol.start_keepalive = start_keepalive  # type: ignore[method-assign]
     _installed = True
+
+
+def _filter_server_logs() -> None:
+    """uvicorn's access and WebSocket lines carry the request path, and it logs a client's
+    invalid UTF-8 frame with a traceback: researchflow.log_hygiene's filter rewrites those on
+    uvicorn's own handlers (which `uvicorn.run` configured before the app, and so Django's
+    LOGGING, was loaded), leaving their format and levels as they are."""
+    import logging
+
+    from researchflow.log_hygiene import RequestTextFilter
+
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RequestTextFilter) for f in handler.filters):
+                handler.addFilter(RequestTextFilter())

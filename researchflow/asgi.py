@@ -13,7 +13,7 @@ django_asgi_app = get_asgi_application()  # sets up Django before the consumer i
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from events import daphne_compat, uvicorn_compat  # noqa: E402
-from events.routing import websocket_urlpatterns  # noqa: E402
+from events.routing import known_paths_only, websocket_urlpatterns  # noqa: E402
 from events.security import socket_auth_stack  # noqa: E402
 
 daphne_compat.install()
@@ -33,6 +33,6 @@ if os.environ.get("RESEARCHFLOW_GC_TUNING") == "1":  # set by `manage.py serve`,
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": socket_auth_stack(URLRouter(websocket_urlpatterns)),
+        "websocket": known_paths_only(socket_auth_stack(URLRouter(websocket_urlpatterns))),
     }
 )

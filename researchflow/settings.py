@@ -281,6 +281,9 @@ EVENT_RETENTION_DAYS = envint("EVENT_RETENTION_DAYS", 7, minimum=1)
 # Maximum events one resume replays from the log before answering `resync.required`.
 WS_RESUME_MAX_EVENTS = envint("WS_RESUME_MAX_EVENTS", 10_000, minimum=1)
 WS_AUTH_TIMEOUT = envfloat("WS_AUTH_TIMEOUT", 10.0, minimum=0.01)
+# Seconds a client has to send a complete request head (the WebSocket handshake request) after
+# connecting; then the connection is closed (events/handshake_timeout.py, both servers).
+WS_HANDSHAKE_TIMEOUT = envfloat("WS_HANDSHAKE_TIMEOUT", 10.0, minimum=0.1)
 WS_HEARTBEAT_TIMEOUT = envfloat("WS_HEARTBEAT_TIMEOUT", 60.0, minimum=0.01)
 WS_MAX_CONNECTIONS_PER_USER = envint("WS_MAX_CONNECTIONS_PER_USER", 100)
 WS_RATE_LIMIT = envfloat("WS_RATE_LIMIT", 20.0, minimum=0.01)
@@ -296,11 +299,22 @@ WS_REAUTH_INTERVAL = envfloat("WS_REAUTH_INTERVAL", 5.0, minimum=0.05)
 WS_SOCKET_TOKEN_MAX_AGE = envint("WS_SOCKET_TOKEN_MAX_AGE", 300, minimum=1)
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "") or None
 
+# Every record passes researchflow.log_hygiene's filter on its way out: request paths, methods
+# and the like are client text and reach a log only as ids and our own route words. uvicorn's
+# loggers keep their own handlers and levels (naming them here would reset uvicorn.error's
+# level); events/uvicorn_compat.py puts the same filter on those handlers.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"request_text": {"()": "researchflow.log_hygiene.RequestTextFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_text"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},

@@ -93,7 +93,11 @@ async def test_it_closes_1009_on_a_frame_over_64_kib() -> None:
     comm, _ = await open_socket()
     await comm.send_to(text_data='{"type":"ping","payload":{"x":"' + "a" * 70_000 + '"}}')
     out = await comm.receive_output(timeout=5)
-    assert out == {"type": "websocket.close", "code": 1009}
+    assert out == {
+        "type": "websocket.close",
+        "code": 1009,
+        "reason": "message too big: at most 65536 bytes",
+    }
 
 
 async def test_it_adds_and_removes_subscriptions_listing_all_of_them() -> None:
