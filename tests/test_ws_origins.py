@@ -11,53 +11,15 @@ from channels.testing import WebsocketCommunicator
 from events.origins import Origin, forwarded_value, host_origin, parse_origin
 from events.security import origin_trusted, server_origin
 from researchflow.asgi import application
+from tests.hostile_origins import hostile_origins
 from tests.ws_helpers import session_cookie
 
 PORT = 3001
 HOST = f"127.0.0.1:{PORT}"  # the server as the victim's page reached it: http://127.0.0.1:3001
 SAME = f"http://127.0.0.1:{PORT}"
 
-# The seven the attack of 2026-12-01 got in with, then those refused already and more tricks.
-HOSTILE = [
-    "http://127.0.0.1:9999",  # another port of the same host (SameSite=Lax sends the cookie)
-    f"https://127.0.0.1:{PORT}",  # other scheme
-    f"http://localhost:{PORT + 1}",  # another name and port
-    "http://127.0.0.1",  # default port 80
-    "https://localhost",
-    f"http://localhost.:{PORT}",  # trailing dot: another origin to a browser
-    f"http://LOCALHOST:{PORT}",  # another host than 127.0.0.1, whatever the case
-    f"http://localhost:{PORT}",  # same machine, another origin
-    "https://evil.example",
-    f"http://evil.example:{PORT}",
-    "null",  # sandboxed iframes, file: pages, some redirects
-    "file://",
-    "file:///tmp/page.html",
-    f"http://127.0.0.1:{PORT}@evil.com",  # userinfo: the host is evil.com
-    f"http://user:pass@127.0.0.1:{PORT}",
-    f"http://127.0.0.1.evil.com:{PORT}",  # suffix
-    f"http://127.0.0.1:{PORT}.evil.com",
-    f"http://evil.com#@127.0.0.1:{PORT}",
-    f"http://127.0.0.1:0{PORT}",  # leading zero: not how a browser serialises a port
-    f"http://127.0.0.1:{PORT + 65536}",  # wraps to 3001 modulo 2**16
-    f"http://127.0.0.1:+{PORT}",
-    f"http://[::1]:{PORT}",  # IPv6 loopback: same machine, another origin
-    f"http://[::ffff:127.0.0.1]:{PORT}",
-    f"http://127.0.0.2:{PORT}",
-    f"http://127.1:{PORT}",  # short form of 127.0.0.1 in URL parsers
-    f"http://2130706433:{PORT}",  # decimal 127.0.0.1
-    f"http://0x7f000001:{PORT}",  # hexadecimal 127.0.0.1
-    f"http://127\u30020\u30020\u30021:{PORT}",  # ideographic full stops
-    f"http://l\u043ecalhost:{PORT}",  # IDN: Cyrillic o, raw
-    f"http://xn--lcalhost-9fh:{PORT}",  # the same in punycode
-    f"ws://127.0.0.1:{PORT}",
-    f"wss://127.0.0.1:{PORT}",
-    "chrome-extension://abcdefghijklmnopabcdefghijklmnop",
-    f"http://127.0.0.1:{PORT}/",  # a URL, not an origin
-    f"http://127.0.0.1:{PORT}/ws",
-    f"http://127.0.0.1:{PORT}, http://127.0.0.1:{PORT}",
-    f"http://127.0.0.1:{PORT} ",
-    "",
-]
+# Raw header values as the ASGI scope holds them (an HTTP server strips surrounding blanks).
+HOSTILE = [*hostile_origins(PORT), f"http://127.0.0.1:{PORT} ", f"\thttp://127.0.0.1:{PORT}"]
 
 
 @pytest.fixture
