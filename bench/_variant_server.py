@@ -37,16 +37,14 @@ def build_app(no_session_send_wrapper: bool) -> Any:
 
     if not no_session_send_wrapper:
         return application
-    from channels.auth import AuthMiddleware
     from channels.routing import ProtocolTypeRouter, URLRouter
 
     from events.routing import websocket_urlpatterns
-    from events.security import SocketGate, SocketSessionMiddleware
+    from events.security import socket_auth_stack
 
     # Since 80286ac this is the project's own stack (events.security.socket_auth_stack): the
     # switch now measures nothing new and stays so older commands still run.
-    router = URLRouter(websocket_urlpatterns)
-    socket_stack = SocketGate(SocketSessionMiddleware(AuthMiddleware(router)), router)
+    socket_stack = socket_auth_stack(URLRouter(websocket_urlpatterns))
     return ProtocolTypeRouter({"http": django_asgi_app, "websocket": socket_stack})
 
 

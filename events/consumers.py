@@ -173,13 +173,22 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self._arm_timer()
 
         session_user = self.scope.get("user")
-        if session_user is not None and session_user.is_authenticated and session_user.is_active:
+        # The session ref is what lets the hub end this socket with its session (logout,
+        # expiry, password change); a session user without one is not trusted.
+        session_ref = self.scope.get("session_ref")
+        if (
+            session_user is not None
+            and session_user.is_authenticated
+            and session_user.is_active
+            and isinstance(session_ref, access.SessionRef)
+            and session_ref.user_id == session_user.pk
+        ):
             if not self._claim_slot(session_user.pk):
                 self._push(_now_frame("connection.established", self._established()))
                 self._error("too_many_connections", "too many open connections for this user")
                 self._close_after_flush(CLOSE_TOO_MANY)
                 return
-            self.credential = access.Credential(session_user, "session")
+            self.credential = access.Credential(session_user, "session", session=session_ref)
             await self._set_user(session_user)
         self._push(_now_frame("connection.established", self._established()))
 
@@ -488,20 +497,16 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             self.visible_projects = self._member_of
         self.hub.reindex(self)
 
-    def apply_standing(self, standing: access.Standing | None, valid_tokens: set[str]) -> None:
-        """Called by the hub's periodic re-check: revoked credentials stop the stream."""
+    def apply_standing(
+        self, standing: access.Standing | None, valid: set[str | access.SessionRef]
+    ) -> None:
+        """Called by the hub's periodic re-check: revoked credentials stop the stream (a
+        deactivated user, a deleted REST token, a session ended by logout, flush, expiry or a
+        password change)."""
         if self.user is None or self._closing:
             return
-        cred = self.credential
-        if (
-            standing is None
-            or not standing.active
-            or (
-                cred is not None
-                and cred.kind == "rest-token"
-                and cred.token_key not in valid_tokens
-            )
-        ):
+        key = self.credential_key()
+        if standing is None or not standing.active or (key is not None and key not in valid):
             self.visible_projects = frozenset()
             self.hub.reindex(self)
             self._close_soon(CLOSE_UNAUTHENTICATED)
@@ -513,9 +518,9 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             if self.scope_project is not None and not self.visible_projects:
                 self._close_soon(CLOSE_FORBIDDEN)
 
-    def credential_key(self) -> str | None:
+    def credential_key(self) -> str | access.SessionRef | None:
         cred = self.credential
-        return cred.token_key if cred is not None else None
+        return cred.key() if cred is not None else None
 
     # --- replay --------------------------------------------------------------------------
 

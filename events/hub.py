@@ -70,9 +70,9 @@ class Subscriber(Protocol):
 
     def stats_snapshot(self) -> tuple[bool, frozenset[str]]: ...
 
-    def credential_key(self) -> str | None: ...
+    def credential_key(self) -> Any: ...  # a REST token key or a session ref, re-checked
 
-    def apply_standing(self, standing: Any, valid_tokens: set[str]) -> None: ...
+    def apply_standing(self, standing: Any, valid: set[Any]) -> None: ...
 
     def go_away(self) -> None: ...
 
@@ -473,7 +473,8 @@ class Hub:
 
     async def _reauth_loop(self) -> None:
         """Re-read every socket user's standing in one batch: a removed member, a deactivated
-        user or a revoked token stops receiving within one interval."""
+        user, a revoked token or an ended session (logout, expiry, password change) stops
+        receiving within one interval."""
         from . import access
 
         recheck = _db(access.recheck)

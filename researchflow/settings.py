@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from events.origins import parse_origin
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("RESEARCHFLOW_VAR_DIR", BASE_DIR / "var"))
 
@@ -85,6 +87,16 @@ for _origin in CSRF_TRUSTED_ORIGINS:
     if not _origin.startswith(("http://", "https://")):
         raise ImproperlyConfigured(
             f"CSRF_TRUSTED_ORIGINS: {_origin!r} must start with http:// or https://"
+        )
+# Origins, besides the server's own, whose pages may open /ws with the user's session cookie
+# (events/security.py). Exact origins only (scheme://host[:port]); CSRF_TRUSTED_ORIGINS does not
+# count, since letting a page read the event stream is more than letting it submit a form.
+WS_ALLOWED_ORIGINS = envlist("WS_ALLOWED_ORIGINS", [])
+for _origin in WS_ALLOWED_ORIGINS:
+    if parse_origin(_origin) is None:
+        raise ImproperlyConfigured(
+            f"WS_ALLOWED_ORIGINS: {_origin!r} is not an origin; expected http(s)://host[:port] "
+            "in ASCII (punycode for IDN), with no path, user, wildcard or trailing slash"
         )
 
 

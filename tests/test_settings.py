@@ -33,8 +33,10 @@ def check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ({"DATABASE_URL": "nonsense://x"}, "DATABASE_URL"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
         ({"DEBUG": "0"}, "SECRET_KEY"),
+        ({"WS_ALLOWED_ORIGINS": "https://*.example.org"}, "WS_ALLOWED_ORIGINS"),
+        ({"WS_ALLOWED_ORIGINS": "https://app.example.org/"}, "WS_ALLOWED_ORIGINS"),
     ],
-    ids=["PORT", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"],
+    ids=["PORT", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "WS_ORIGIN_WILDCARD", "WS_ORIGIN_PATH"],
 )
 def test_it_refuses_a_bad_environment_in_one_line(
     tmp_path: Path, env: dict[str, str], variable: str
@@ -55,5 +57,6 @@ def test_it_accepts_a_good_environment(tmp_path: Path) -> None:
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         REDIS_URL="redis://127.0.0.1:6379/0",
         ALLOWED_HOSTS="example.org",
+        WS_ALLOWED_ORIGINS="https://app.example.org,http://localhost:5173",
     )
     assert result.returncode == 0, result.stderr

@@ -16,6 +16,7 @@ from runs import services
 from runs.models import Role
 from tests.ws_helpers import (
     ALL_CATEGORIES,
+    HOST,
     ORIGIN,
     Gate,
     authed_socket,
@@ -435,7 +436,7 @@ async def stalled_resume(world: Any, missed: int) -> tuple[Gate, WebsocketCommun
     for i in range(1, missed + 1):
         await db(services.create_run)(world.project, f"r{i}", ["x"], world.alice)
     gate = Gate()
-    comm = WebsocketCommunicator(gate.app, "/ws", headers=[ORIGIN])
+    comm = WebsocketCommunicator(gate.app, "/ws", headers=[HOST, ORIGIN])
     assert (await comm.connect(timeout=5))[0]
     await comm.receive_json_from(timeout=5)
     gate.open.clear()

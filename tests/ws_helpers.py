@@ -12,6 +12,8 @@ from django.test import Client
 
 from researchflow.asgi import application
 
+# What a browser on http://localhost sends: the server's own origin (events/security.py).
+HOST = (b"host", b"localhost")
 ORIGIN = (b"origin", b"http://localhost")
 
 
@@ -26,9 +28,12 @@ def _session_cookie(user: User) -> bytes:
 
 
 async def open_socket(
-    *, origin: bytes | None = b"http://localhost", cookie: bytes | None = None
+    *,
+    origin: bytes | None = b"http://localhost",
+    cookie: bytes | None = None,
+    host: bytes = b"localhost",
 ) -> tuple[WebsocketCommunicator, dict[str, Any]]:
-    headers = []
+    headers = [(b"host", host)]
     if origin is not None:
         headers.append((b"origin", origin))
     if cookie is not None:
@@ -116,7 +121,7 @@ class Gate:
 
 async def gated_socket(gate: Gate, user: User) -> WebsocketCommunicator:
     """An authenticated socket, subscribed to everything, whose writes the gate controls."""
-    comm = WebsocketCommunicator(gate.app, "/ws", headers=[ORIGIN])
+    comm = WebsocketCommunicator(gate.app, "/ws", headers=[HOST, ORIGIN])
     assert (await comm.connect(timeout=5))[0]
     await comm.receive_json_from(timeout=5)
     await send(comm, "auth", token=await db(token_for)(user), eventCategories=ALL_CATEGORIES)
