@@ -17,8 +17,9 @@ Decisions others rely on:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from django.contrib.auth import authenticate, get_user_model
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
@@ -30,9 +31,9 @@ from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from researchflow.login_throttle import lockout_message
 from runs import services
 from runs.models import Approval, Membership, Project, Run, RunStatus, Stage
 
@@ -48,6 +49,7 @@ from .permissions import (
     visible_project_ids,
     visible_projects,
 )
+from .throttles import LoginFailureThrottle
 
 MAX_BODY_BYTES = 256 * 1024
 # SQLite integers are 64-bit: an offset beyond this would overflow in the query, not just miss.
@@ -219,17 +221,30 @@ def _approval_data(approval_id: str) -> dict[str, Any]:
 
 
 class TokenView(ApiView):
-    """DRF's ObtainAuthToken, JSON only: `{"username", "password"}` → `{"token"}`."""
+    """DRF's ObtainAuthToken, JSON only: `{"username", "password"}` → `{"token"}`.
+
+    Password guessing: failed logins per username and per client address are limited
+    (`researchflow.login_throttle`, shared with the login forms); over the limit → 429
+    `throttled` with `Retry-After`, the same for existing and unknown usernames.
+    """
 
     authentication_classes: Any = []  # no session → no CSRF on this POST
     permission_classes: Any = []
-    # Password guessing: a per-client rate (REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["login"]).
-    throttle_classes: Any = [ScopedRateThrottle]
-    throttle_scope = "login"
+    throttle_classes: Any = [LoginFailureThrottle]
+
+    def throttled(self, request: Request, wait: float | None) -> NoReturn:
+        seconds = max(1, math.ceil(wait or 1))
+        exc = exceptions.Throttled(detail=lockout_message(seconds))
+        setattr(exc, "wait", seconds)  # noqa: B010 (→ Retry-After; DRF's handler reads it)
+        raise exc
 
     @extend_schema(
         request=s.TokenRequestSerializer,
-        responses={200: s.TokenSerializer, 400: ERROR_RESPONSES[400]},
+        responses={
+            200: s.TokenSerializer,
+            400: ERROR_RESPONSES[400],
+            429: OpenApiResponse(description="Too many failed logins; see `Retry-After`"),
+        },
         auth=[],
     )
     def post(self, request: Request) -> Response:
