@@ -11,7 +11,8 @@
 
 What must stay true: the answer is never an address the client chose. A header that is missing,
 shorter than n entries, or whose n-th entry from the right is not an IP address falls back to
-the socket peer (then a trusted proxy's address: coarse, but not attacker-chosen). Counting
+the socket peer (then a trusted proxy's address: coarse, but not attacker-chosen); so does a
+header whose entries written by the trusted proxies (the last n) are not all IP addresses. Counting
 from the right only protects when the server is reachable through the proxies alone (bind it
 to 127.0.0.1 or a private network): a client that reaches it directly writes the whole header.
 
@@ -57,7 +58,12 @@ def client_address(meta: Mapping[str, Any], trusted_proxies: int | None = None) 
     entries = forwarded.rsplit(",", MAX_FORWARDED_ENTRIES)[-MAX_FORWARDED_ENTRIES:]
     if len(entries) < count:
         return peer
-    return _ip(entries[-count]) or peer
+    # The last `count` entries were all written by trusted proxies; if any is not an address,
+    # the chain is not what we were told, and none of it is believed.
+    trusted = [_ip(entry) for entry in entries[-count:]]
+    if any(address is None for address in trusted):
+        return peer
+    return trusted[0] or peer
 
 
 def rate_limit_key(address: str) -> str:

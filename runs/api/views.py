@@ -12,6 +12,8 @@ Decisions others rely on:
   decide, so assigning them would leave an approval nobody on the list can act on). Any owner
   or member may grant or deny, not only assignees.
 - Request bodies are JSON only and at most `MAX_BODY_BYTES` (413 above).
+- Adding a member tells the project's owner whether the username exists (see
+  `ProjectMembersView`); nobody else learns it.
 """
 
 from __future__ import annotations
@@ -308,6 +310,19 @@ class ProjectDetailView(ApiView):
 
 
 class ProjectMembersView(ApiView):
+    """Add a member or change a role.
+
+    An unknown username answers 400 `{"errors": {"username": ["no active user with this
+    username"]}}`, so a project owner learns whether a username exists. Decided acceptable for
+    this product (docs/security/logins.md): members are colleagues on one server; usernames are
+    not secrets — every member already sees them in member lists, `createdBy`, `assignedTo` and
+    `decidedBy`; the owner needs to know that a mistyped name added nobody, and answering both
+    alike would need an invitation flow; a known username is worth nothing to a guesser, whose
+    attempts the login throttle limits per username. What stays true: the owner check comes
+    before the username is looked up (anyone else gets the same 403/404 whatever the name), and
+    unknown and deactivated usernames get the same answer.
+    """
+
     @extend_schema(
         request=s.MemberInputSerializer,
         responses={
