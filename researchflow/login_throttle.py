@@ -21,9 +21,12 @@ What must stay true:
   before `authenticate()`, so it costs no password hash and is the same answer in the same time
   for existing and non-existing usernames. Before the limit, Django's ModelBackend already
   hashes a password for unknown usernames, so failures are alike too.
-- Windows are fixed and aligned (key per `time // window`): one atomic INCR per failure,
-  correct across processes. Across a window boundary an attacker gets at most twice the limit
-  in a short burst; the long-run rate is the limit per window (10 per 15 min: 960 a day).
+- A window opens at the first failure and lasts `LOGIN_FAILURE_WINDOW`; failures in it add
+  to one counter with an atomic INCR, so processes sharing Redis share one count. Once the
+  limit is reached, everything waits until that window ends ("Try again in N minutes" counts
+  down from there), then a new window opens. The long-run rate is the limit per window
+  (10 per 15 minutes: at most 960 guesses a day against one account). Two processes opening
+  a window at the same instant may each start it at 1 (one failure uncounted, once a window).
 - Counters live in Django's cache: Redis (`REDIS_URL`, shared by every server process) or the
   local-memory cache of the single embedded process. A cache error fails open (logins keep
   working, a warning is logged): a broken Redis must not lock everybody out.
@@ -99,58 +102,65 @@ class LoginThrottle:
     def cache(self) -> BaseCache:
         return self._cache if self._cache is not None else caches["default"]
 
-    def _window(self) -> tuple[int, float]:
-        """(window index, seconds left in it) at the current time."""
-        length = int(settings.LOGIN_FAILURE_WINDOW)
-        now = self.clock()
-        index = int(now // length)
-        return index, (index + 1) * length - now
-
-    def _keys(self, address: str, username: str, index: int) -> dict[str, int]:
-        """Cache key → the limit it is held to, for the counters this attempt touches."""
+    def _keys(self, address: str, username: str) -> dict[str, int]:
+        """Counter key → the limit it is held to, for the counters this attempt touches."""
         keys: dict[str, int] = {}
         if username:
-            keys[f"{KEY_PREFIX}:u:{_digest('u', username)}:{index}"] = int(
-                settings.LOGIN_FAILURES_PER_USER
-            )
+            keys[f"{KEY_PREFIX}:u:{_digest('u', username)}"] = int(settings.LOGIN_FAILURES_PER_USER)
         if address:
-            keys[f"{KEY_PREFIX}:a:{_digest('a', rate_limit_key(address))}:{index}"] = int(
+            keys[f"{KEY_PREFIX}:a:{_digest('a', rate_limit_key(address))}"] = int(
                 settings.LOGIN_FAILURES_PER_ADDRESS
             )
         return keys
 
     def retry_after(self, address: str, username: object) -> int | None:
         """Seconds until a login from `address` for `username` may be tried, or None if now."""
-        index, left = self._window()
-        keys = self._keys(address, normalise_username(username), index)
+        window = int(settings.LOGIN_FAILURE_WINDOW)
+        now = self.clock()
+        keys = self._keys(address, normalise_username(username))
         try:
-            counts = self.cache.get_many(list(keys))
-        except Exception as exc:
+            stored = self.cache.get_many([*keys, *(f"{key}:start" for key in keys)])
+        except Exception as exc:  # fail open: see the module docstring
             logger.warning(
                 "login throttle: cache unavailable (%s); not limiting", type(exc).__name__
             )
             return None
-        if any(int(counts.get(key) or 0) >= limit for key, limit in keys.items()):
-            return max(1, math.ceil(left))
-        return None
+        waits = []
+        for key, limit in keys.items():
+            if int(stored.get(key) or 0) < limit:
+                continue
+            # A missing start (evicted, or a race with the first failure) waits a whole window.
+            left = float(stored.get(f"{key}:start", now)) + window - now
+            if left > 0:
+                waits.append(math.ceil(left))
+        return max(waits) if waits else None
 
     def record_failure(self, address: str, username: object) -> None:
-        index, left = self._window()
-        # Kept a little past the window's end so a slow clock elsewhere still finds it.
-        timeout = math.ceil(left) + 60
-        for key in self._keys(address, normalise_username(username), index):
+        window = int(settings.LOGIN_FAILURE_WINDOW)
+        now = self.clock()
+        for key in self._keys(address, normalise_username(username)):
             try:
-                self.cache.add(key, 0, timeout)
-                try:
-                    self.cache.incr(key)
-                except ValueError:  # expired between add and incr
-                    self.cache.set(key, 1, timeout)
-            except Exception as exc:
+                self._count(key, now, window)
+            except Exception as exc:  # fail open
                 logger.warning(
                     "login throttle: cache unavailable (%s); failure not counted",
                     type(exc).__name__,
                 )
                 return
+
+    def _count(self, key: str, now: float, window: int) -> None:
+        """One failure: the first opens a window of `window` seconds (its start is kept beside
+        the counter), later ones add to it with an atomic INCR until the window ends."""
+        start = self.cache.get(f"{key}:start")
+        if start is not None and float(start) + window > now:
+            try:
+                self.cache.incr(key)
+                return
+            except ValueError:  # the counter expired just now: open a new window
+                pass
+        # The cache entries outlive the window by a minute, so a clock a little behind in
+        # another process still finds them; `start` decides when the window ends.
+        self.cache.set_many({key: 1, f"{key}:start": now}, window + 60)
 
 
 throttle = LoginThrottle()
