@@ -180,6 +180,22 @@ def _channel_layers() -> dict[str, dict[str, object]]:
 REDIS_URL = os.environ.get("REDIS_URL", "").strip() or None
 CHANNEL_LAYERS = _channel_layers()
 
+# The cache holds the login throttle's counters (researchflow/login_throttle.py). With REDIS_URL
+# there are several server processes, and the counters must be shared or each process would
+# allow its own full quota; the short socket timeouts keep a dead Redis from hanging a login.
+CACHES: dict[str, dict[str, object]] = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("REDIS_PREFIX", "researchflow") + ":cache",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -259,6 +275,13 @@ TRUSTED_PROXY_COUNT = envint(
     "TRUSTED_PROXY_COUNT", 1 if envbool("BEHIND_PROXY", False) else 0, minimum=0, maximum=10
 )
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXY_COUNT else None
+
+# Password logins (POST /api/auth/token/, /accounts/login/, /admin/login/): failed attempts
+# allowed per target username and per client address within one window (seconds); more answer
+# 429 until the window ends (researchflow/login_throttle.py, docs/security/logins.md).
+LOGIN_FAILURES_PER_USER = envint("LOGIN_FAILURES_PER_USER", 10, minimum=1)
+LOGIN_FAILURES_PER_ADDRESS = envint("LOGIN_FAILURES_PER_ADDRESS", 50, minimum=1)
+LOGIN_FAILURE_WINDOW = envint("LOGIN_FAILURE_WINDOW", 900, minimum=1, maximum=86_400)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -270,7 +293,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
-    "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("LOGIN_RATE", "30/min")},
+    # DRF's own throttles read the client address from X-Forwarded-For only this many hops
+    # back, as researchflow/client_address.py does (unset, DRF trusts the header blindly).
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "runs.api.exceptions.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]

@@ -8,4 +8,12 @@ class RunsConfig(AppConfig):
     verbose_name = "Research runs"
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_login_failed
+
+        from researchflow.login_throttle import on_login_failed
+
         from . import signals  # noqa: F401  (connects the post_save receivers)
+
+        # Every failed password login (API token, login form, admin) spends the throttle's
+        # budgets; the surfaces check them before authenticating.
+        user_login_failed.connect(on_login_failed, dispatch_uid="researchflow.login_throttle")

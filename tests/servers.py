@@ -188,7 +188,6 @@ class AppServer:
             "DEBUG": "1",
             "RESEARCHFLOW_VAR_DIR": str(self.tmp),
             "PYTHONUNBUFFERED": "1",
-            "LOGIN_RATE": "10000/min",  # tests log in often; the throttle has its own test
             **(env or {}),
         }
         self.env.setdefault("DATABASE_URL", f"sqlite:///{self.tmp / 'db.sqlite3'}")

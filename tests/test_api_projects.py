@@ -181,6 +181,29 @@ def test_it_refuses_bad_member_requests(world: Any, body: Any, field: str) -> No
     assert field in assert_error(response, 400, "invalid")["errors"]
 
 
+def test_it_answers_an_unknown_and_a_deactivated_username_alike(world: Any) -> None:
+    # Owners learn whether an active account exists (a documented decision), nothing more.
+    User.objects.create_user("gone", password=PASSWORD, is_active=False)
+    url = f"/api/projects/{world.project.pk}/members/"
+    answers = [
+        assert_error(
+            post(world.client(world.alice), url, {"username": name, "role": "member"}), 400
+        )
+        for name in ["gone", "nobody"]
+    ]
+    assert answers[0] == answers[1]
+    assert answers[0]["errors"] == {"username": ["no active user with this username"]}
+
+
+@pytest.mark.parametrize(("persona", "status"), [("bob", 403), ("victor", 403), ("charlie", 404)])
+def test_it_tells_non_owners_nothing_about_usernames(world: Any, persona: str, status: int) -> None:
+    url = f"/api/projects/{world.project.pk}/members/"
+    client = world.client(getattr(world, persona))
+    existing = post(client, url, {"username": "sam", "role": "member"})
+    unknown = post(client, url, {"username": "nobody", "role": "member"})
+    assert assert_error(existing, status) == assert_error(unknown, status)
+
+
 def test_it_refuses_to_demote_the_last_owner(world: Any) -> None:
     url = f"/api/projects/{world.project.pk}/members/"
     response = post(world.client(world.alice), url, {"username": "alice", "role": "member"})
@@ -251,20 +274,6 @@ def test_it_documents_camel_case_fields(world: Any) -> None:
 def test_it_documents_each_route_once(world: Any) -> None:
     paths = json.loads(APIClient().get("/api/schema/?format=json").content)["paths"]
     assert "/api/runs/" in paths and "/api/runs" not in paths
-
-
-def test_it_throttles_password_guessing(world: Any, settings: Any) -> None:
-    from rest_framework.test import APIClient
-
-    client = APIClient()
-    statuses = [
-        client.post(
-            "/api/auth/token/", {"username": "alice", "password": "wrong"}, format="json"
-        ).status_code
-        for _ in range(31)
-    ]
-    assert statuses[:30] == [400] * 30
-    assert statuses[30] == 429
 
 
 def test_unknown_api_paths_answer_json_404(world: Any) -> None:

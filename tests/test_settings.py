@@ -60,3 +60,23 @@ def test_it_accepts_a_good_environment(tmp_path: Path) -> None:
         WS_ALLOWED_ORIGINS="https://app.example.org,http://localhost:5173",
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "backend"),
+    [
+        ("redis://127.0.0.1:6379/0", "django.core.cache.backends.redis.RedisCache"),
+        ("", "django.core.cache.backends.locmem.LocMemCache"),
+    ],
+)
+def test_it_shares_the_login_throttle_cache_when_redis_is_configured(
+    tmp_path: Path, redis_url: str, backend: str
+) -> None:
+    # Several processes need one set of login-failure counters: Redis, when there is one.
+    env = {k: v for k, v in os.environ.items() if k not in OWN_VARIABLES}
+    env.update(RESEARCHFLOW_VAR_DIR=str(tmp_path), REDIS_URL=redis_url)
+    code = "import researchflow.settings as s; print(s.CACHES['default']['BACKEND'])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == backend, result.stderr

@@ -24,6 +24,7 @@ categories, never the submitted value (it may be PHI).
 | 409 | `conflict` | an illegal transition (`services.TransitionError`); detail says why |
 | 413 | `payload_too_large` | a request body over `MAX_BODY_BYTES` |
 | 415 | `unsupported_media_type` | a body that is not `application/json` |
+| 429 | `throttled` | too many failed logins at `POST /api/auth/token/`; `Retry-After` says when |
 
 Unexpected exceptions are not caught here: they are bugs, and Django answers 500.
 """

@@ -12,13 +12,16 @@ Decisions others rely on:
   decide, so assigning them would leave an approval nobody on the list can act on). Any owner
   or member may grant or deny, not only assignees.
 - Request bodies are JSON only and at most `MAX_BODY_BYTES` (413 above).
+- Adding a member tells the project's owner whether the username exists (see
+  `ProjectMembersView`); nobody else learns it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from django.contrib.auth import authenticate, get_user_model
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
@@ -30,9 +33,9 @@ from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from researchflow.login_throttle import lockout_message
 from runs import services
 from runs.models import Approval, Membership, Project, Run, RunStatus, Stage
 
@@ -48,6 +51,7 @@ from .permissions import (
     visible_project_ids,
     visible_projects,
 )
+from .throttles import LoginFailureThrottle
 
 MAX_BODY_BYTES = 256 * 1024
 # SQLite integers are 64-bit: an offset beyond this would overflow in the query, not just miss.
@@ -219,17 +223,30 @@ def _approval_data(approval_id: str) -> dict[str, Any]:
 
 
 class TokenView(ApiView):
-    """DRF's ObtainAuthToken, JSON only: `{"username", "password"}` → `{"token"}`."""
+    """DRF's ObtainAuthToken, JSON only: `{"username", "password"}` → `{"token"}`.
+
+    Password guessing: failed logins per username and per client address are limited
+    (`researchflow.login_throttle`, shared with the login forms); over the limit → 429
+    `throttled` with `Retry-After`, the same for existing and unknown usernames.
+    """
 
     authentication_classes: Any = []  # no session → no CSRF on this POST
     permission_classes: Any = []
-    # Password guessing: a per-client rate (REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["login"]).
-    throttle_classes: Any = [ScopedRateThrottle]
-    throttle_scope = "login"
+    throttle_classes: Any = [LoginFailureThrottle]
+
+    def throttled(self, request: Request, wait: float | None) -> NoReturn:
+        seconds = max(1, math.ceil(wait or 1))
+        exc = exceptions.Throttled(detail=lockout_message(seconds))
+        setattr(exc, "wait", seconds)  # noqa: B010 (→ Retry-After; DRF's handler reads it)
+        raise exc
 
     @extend_schema(
         request=s.TokenRequestSerializer,
-        responses={200: s.TokenSerializer, 400: ERROR_RESPONSES[400]},
+        responses={
+            200: s.TokenSerializer,
+            400: ERROR_RESPONSES[400],
+            429: OpenApiResponse(description="Too many failed logins; see `Retry-After`"),
+        },
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -293,6 +310,19 @@ class ProjectDetailView(ApiView):
 
 
 class ProjectMembersView(ApiView):
+    """Add a member or change a role.
+
+    An unknown username answers 400 `{"errors": {"username": ["no active user with this
+    username"]}}`, so a project owner learns whether a username exists. Decided acceptable for
+    this product (docs/security/logins.md): members are colleagues on one server; usernames are
+    not secrets — every member already sees them in member lists, `createdBy`, `assignedTo` and
+    `decidedBy`; the owner needs to know that a mistyped name added nobody, and answering both
+    alike would need an invitation flow; a known username is worth nothing to a guesser, whose
+    attempts the login throttle limits per username. What stays true: the owner check comes
+    before the username is looked up (anyone else gets the same 403/404 whatever the name), and
+    unknown and deactivated usernames get the same answer.
+    """
+
     @extend_schema(
         request=s.MemberInputSerializer,
         responses={

@@ -43,7 +43,10 @@ def uvicorn_options(*, compression: bool) -> dict[str, Any]:
         "ws_ping_interval": 20.0,
         "ws_ping_timeout": 20.0,
         "lifespan": "off",
-        "proxy_headers": True,
+        # uvicorn rewrites the client address and scheme from X-Forwarded-* when the peer is
+        # in FORWARDED_ALLOW_IPS (default 127.0.0.1): only when we trust a proxy at all, or a
+        # local client could name any address (researchflow/client_address.py decides).
+        "proxy_headers": settings.TRUSTED_PROXY_COUNT > 0,
         "timeout_graceful_shutdown": 10,
         "log_level": "warning",
     }
