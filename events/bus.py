@@ -139,7 +139,7 @@ def encode_frame(event_id: int, event_type: str, timestamp: str, payload: Mappin
 def _log_head(cursor: Any) -> int:
     """The newest log position (SQLite's path). Raw SQL: the ORM's aggregate() compiles a
     query each call and was a third of the publish path's cost; MAX is an index lookup."""
-    cursor.execute(f"SELECT {sequencer.HEAD_SQL}")  # noqa: S608 (constant)
+    cursor.execute(f"SELECT {sequencer.HEAD_SQL}")
     return int(cursor.fetchone()[0])
 
 
@@ -193,7 +193,7 @@ def _payload_param(payload: dict[str, Any], connection: Any) -> Any:
 _PAYLOAD_FIELD = Event._meta.get_field("payload")
 _CREATED_AT_FIELD = Event._meta.get_field("created_at")
 _INSERT_SQL = (
-    f"INSERT INTO {Event._meta.db_table} (position, type, project_id, run_id, payload, created_at) "  # noqa: S608,E501
+    f"INSERT INTO {Event._meta.db_table} (position, type, project_id, run_id, payload, created_at) "  # noqa: S608
     "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
 )
 
@@ -227,7 +227,7 @@ def _assign_positions(record: LoggedEvent) -> None:
         if position is not None:
             item.id, item.prev_id = position, position - 1
             item.frame = encode_frame(position, item.type, item.timestamp, item.payload)
-    connection._rf_unpositioned = []
+    connection._rf_unpositioned = []  # type: ignore[attr-defined]
     if not record.id:
         # Not stamped (it cannot be missing: its hook ran, so it committed). The hubs' log
         # check stamps and delivers it; nothing to hand on from here.

@@ -11,8 +11,9 @@ are gapless: `events/sequencer.py`). The hub delivers strictly along that chain.
 that arrives ahead of its predecessor waits `WS_GAP_WAIT`; then the hub reads the missing ones
 from the log. Every `WS_GAP_CHECK_INTERVAL` it also compares the log's newest id with the last
 one it delivered, which repairs a lost tail; on PostgreSQL it first stamps rows whose writer
-died between commit and stamping, so they too reach the log and then the sockets. So a lost or reordered layer message (pub/sub is
-fire-and-forget; the in-memory layer drops past its capacity) costs latency, never an event.
+died between commit and stamping, so they too reach the log and then the sockets. So a lost
+or reordered layer message (pub/sub is fire-and-forget; the in-memory layer drops past its
+capacity) costs latency, never an event.
 """
 
 from __future__ import annotations

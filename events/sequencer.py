@@ -52,7 +52,7 @@ HEAD_SQL = (
 )
 
 _STAMP = (
-    "BEGIN; "
+    "BEGIN; "  # noqa: S608 (constants; see the module docstring)
     f"SELECT pg_advisory_xact_lock({LOG_LOCK_KEY}); "
     f"WITH head AS (SELECT {HEAD_SQL} AS h), "
     "waiting AS ("
@@ -68,7 +68,9 @@ _STAMP = (
 # The writer's own rows that another stamping got to first. A data-modifying CTE's outer query
 # reads the snapshot from before the UPDATE, so rows stamped just now show NULL here and come
 # only from `stamped`: no row is returned twice.
-_OWN = f" UNION ALL SELECT id, position FROM {_EVENTS} WHERE id IN ({{ids}}) AND position IS NOT NULL"  # noqa: S608,E501
+_OWN = (
+    f" UNION ALL SELECT id, position FROM {_EVENTS} WHERE id IN ({{ids}}) AND position IS NOT NULL"  # noqa: S608
+)
 
 
 def stamp(own: Iterable[int] = (), using: str = "default") -> dict[int, int]:

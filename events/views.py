@@ -143,9 +143,7 @@ class EventListView(EventsView):
         rows = rows[:limit]
         next_url = None
         if more:
-            next_url = replace_query_param(
-                request.build_absolute_uri(), "after", rows[-1].position
-            )
+            next_url = replace_query_param(request.build_absolute_uri(), "after", rows[-1].position)
         return Response(
             {
                 "results": [

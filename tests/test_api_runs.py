@@ -23,7 +23,9 @@ def head() -> int:
 
 
 def new_events(since: int) -> list[str]:
-    return list(Event.objects.filter(position__gt=since).order_by("position").values_list("type", flat=True))
+    return list(
+        Event.objects.filter(position__gt=since).order_by("position").values_list("type", flat=True)
+    )
 
 
 def make_run(world: Any, stages: tuple[str, ...] = ("Ingest", "Model")) -> Run:

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.django_db
 
 
 def emitted(since: int) -> list[tuple[str, dict[str, Any]]]:
-    return [(e.type, e.payload) for e in Event.objects.filter(position__gt=since).order_by("position")]
+    return [
+        (e.type, e.payload) for e in Event.objects.filter(position__gt=since).order_by("position")
+    ]
 
 
 def head() -> int:
