@@ -453,14 +453,24 @@ class _Rollback(Exception):
     pass
 
 
-def _api_follower(fetch: Callable[[int], dict[str, Any]], done: threading.Event) -> list[int]:
-    """Follow `GET /api/events/?after=` until the writers are done, then read once more."""
+def _api_follower(
+    fetch: Callable[[int], dict[str, Any]], done: threading.Event, errors: list[str] | None = None
+) -> list[int]:
+    """Follow `GET /api/events/?after=` until the writers are done, then read once more.
+    A failed read is recorded in `errors` (if given) and tried again."""
     seen: list[int] = []
     last = 0
     while True:
         finished = done.is_set()
         while True:
-            body = fetch(last)
+            try:
+                body = fetch(last)
+            except Exception as exc:
+                if errors is None or len(errors) > 20:
+                    raise
+                errors.append(f"follower: {exc}"[:200])
+                time.sleep(0.05)
+                continue
             ids = [event["id"] for event in body["results"]]
             seen += ids
             last = ids[-1] if ids else last
@@ -693,12 +703,14 @@ def scenario_pipelines(base: str, token: str) -> dict[str, Any]:
     baseline = fetch(0)["lastEventId"]
     done = threading.Event()
     seen_box: list[list[int]] = []
+    processes, per_process, rest_threads, per_thread = 8, 4, 3, 3
+    rest: dict[str, Any] = {"http_errors": [], "completed": 0}
     follower = threading.Thread(
-        target=lambda: seen_box.append(_api_follower(lambda a: fetch(max(a, baseline)), done))
+        target=lambda: seen_box.append(
+            _api_follower(lambda a: fetch(max(a, baseline)), done, rest["http_errors"])
+        )
     )
     follower.start()
-    processes, per_process, rest_threads, per_thread = 8, 4, 3, 3
-    rest = {"http_errors": [], "completed": 0}
     writers = [
         threading.Thread(target=_rest_writer, args=(base, token, project_id, per_thread, rest))
         for _ in range(rest_threads)
