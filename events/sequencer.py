@@ -53,6 +53,10 @@ HEAD_SQL = (
 
 _STAMP = (
     "BEGIN; "  # noqa: S608 (constants; see the module docstring)
+    # A plain index scan of the partial index: it marks the entries of rows stamped earlier
+    # dead as it passes them (a bitmap scan does not), so the scan stays as short as the
+    # number of rows waiting instead of growing with the log until the next VACUUM.
+    "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; "
     f"SELECT pg_advisory_xact_lock({LOG_LOCK_KEY}); "
     f"WITH head AS (SELECT {HEAD_SQL} AS h), "
     "waiting AS ("
