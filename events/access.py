@@ -193,12 +193,12 @@ def _verifies(ref: SessionRef, data: dict[str, Any], password: str | None) -> bo
 
 
 def log_bounds() -> tuple[int, int]:
-    """(oldest id still in the log minus one, i.e. what was pruned through; newest id)."""
-    from django.db.models import Max, Min
+    """(the position retention pruned through; the newest position)."""
+    from django.db.models import Max
 
     from .models import EventLogState
 
-    agg = Event.objects.aggregate(lo=Min("id"), hi=Max("id"))
+    agg = Event.objects.aggregate(hi=Max("position"))
     pruned = EventLogState.pruned_through_id()
     return pruned, agg["hi"] or 0
 
@@ -211,8 +211,9 @@ def log_after(
     types: Iterable[str],
     limit: int,
 ) -> list[LoggedEvent]:
-    """Events with id > after that a socket may see and subscribed to, in id order."""
-    rows = Event.objects.filter(id__gt=after, type__in=list(types)).order_by("id")
+    """Events with position > after that a socket may see and subscribed to, in log order.
+    (Unpositioned rows, NULL, never match `>`: they are not in the log yet.)"""
+    rows = Event.objects.filter(position__gt=after, type__in=list(types)).order_by("position")
     if projects is not None:
         rows = rows.filter(project_id__in=list(projects))
     if run_id is not None:

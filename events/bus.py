@@ -4,6 +4,11 @@ Nothing here publishes before commit (Zulip's `send_event_on_commit`): the log r
 in the caller's transaction, and the hand-off to in-process subscribers and to the channel
 layer is registered with `transaction.on_commit(..., robust=True)`. A rolled-back change
 leaves no event, logged or sent.
+
+Log positions (the envelope's `id`): on SQLite the INSERT takes `MAX(position) + 1` (writers
+are serialised); on PostgreSQL the row is inserted unpositioned, with no global lock in the
+caller's transaction, and the on-commit hook stamps it first (`events/sequencer.py`), then
+encodes the frame with its position and hands it on.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from asgiref.sync import async_to_sync
 from django.db import connections, transaction
 from django.utils import timezone
 
-from . import metrics, phi
+from . import metrics, phi, sequencer
 from .models import Event
 from .schemas import CATEGORY_OF, EventRejected, InvalidEvent, iso_timestamp, validate_payload
 
@@ -31,8 +36,6 @@ logger = logging.getLogger(__name__)
 
 # The seed's integration test subscribes to 'jobs' and receives run.created: every run event.
 ALL_TOPIC = "jobs"
-# Arbitrary constant for pg_advisory_xact_lock; serialises event-log inserts (see lock_log).
-LOG_LOCK_KEY = 0x52464556  # "RFEV"
 
 Handler = Callable[[dict[str, Any]], Any] | Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -50,7 +53,11 @@ class PHIRejected(EventRejected):
 
 @dataclass(slots=True)
 class LoggedEvent:
-    """One committed (or about to commit) event, encoded once for every socket."""
+    """One committed (or about to commit) event, encoded once for every socket.
+
+    `id` is the log position (the envelope's id). On PostgreSQL it is 0, and `frame` empty,
+    until the sequencer has stamped the row after commit; `pk` is the row's storage id.
+    """
 
     id: int
     prev_id: int | None
@@ -62,6 +69,7 @@ class LoggedEvent:
     frame: str = field(repr=False)
     stage_id: str = ""  # routing needs it (progress coalescing) without decoding the frame
     committed_at: float = 0.0  # wall clock (comparable across processes), for latency metrics
+    pk: int = 0  # the log row's storage id (not the cursor)
 
     @property
     def category(self) -> str:
@@ -107,16 +115,18 @@ class LoggedEvent:
     @classmethod
     def from_row(cls, row: Event, prev_id: int | None = None) -> LoggedEvent:
         timestamp = iso_timestamp(row.created_at)
+        position = row.position or 0  # readers select positioned rows only
         return cls(
-            id=row.id,
+            id=position,
             prev_id=prev_id,
             type=row.type,
             project_id=row.project_id,
             run_id=row.run_id,
             timestamp=timestamp,
             payload=row.payload,
-            frame=encode_frame(row.id, row.type, timestamp, row.payload),
+            frame=encode_frame(position, row.type, timestamp, row.payload),
             stage_id=str(row.payload.get("stageId") or ""),
+            pk=row.id,
         )
 
 
@@ -126,28 +136,11 @@ def encode_frame(event_id: int, event_type: str, timestamp: str, payload: Mappin
     ).decode()
 
 
-def lock_log(using: str = "default") -> None:
-    """Serialise event-log writers until commit, so ids commit in id order.
-
-    PostgreSQL hands out sequence values at INSERT, not at COMMIT: without this, a transaction
-    holding id 10 can commit after one holding id 11, and a client that already saw 11 would
-    resume past 10 for ever. The advisory lock is held to the end of the transaction, so ids
-    commit in order. SQLite needs nothing: its IMMEDIATE transactions already serialise
-    writers. The price is that event-emitting transactions on PostgreSQL run one at a time;
-    they are a few milliseconds long.
-    """
-    connection = connections[using]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOG_LOCK_KEY])
-
-
-def _log_head(cursor: Any) -> int | None:
-    """The newest logged id. Raw SQL: the ORM's aggregate() compiles a query each call and
-    was a third of the publish path's cost; MAX over the primary key is an index lookup."""
-    cursor.execute(f"SELECT MAX(id) FROM {Event._meta.db_table}")  # noqa: S608 (constant)
-    row = cursor.fetchone()
-    return row[0] if row else None
+def _log_head(cursor: Any) -> int:
+    """The newest log position (SQLite's path). Raw SQL: the ORM's aggregate() compiles a
+    query each call and was a third of the publish path's cost; MAX is an index lookup."""
+    cursor.execute(f"SELECT {sequencer.HEAD_SQL}")
+    return int(cursor.fetchone()[0])
 
 
 def _insert_event(
@@ -157,6 +150,7 @@ def _insert_event(
     run_id: str,
     payload: dict[str, Any],
     created_at: datetime,
+    position: int | None,
 ) -> int:
     """INSERT … RETURNING id, values prepared as the model's own fields would (JSON, datetimes).
 
@@ -165,6 +159,7 @@ def _insert_event(
     """
     connection = cursor.db
     params = [
+        position,
         event_type,
         project_id,
         run_id,
@@ -198,9 +193,45 @@ def _payload_param(payload: dict[str, Any], connection: Any) -> Any:
 _PAYLOAD_FIELD = Event._meta.get_field("payload")
 _CREATED_AT_FIELD = Event._meta.get_field("created_at")
 _INSERT_SQL = (
-    f"INSERT INTO {Event._meta.db_table} (type, project_id, run_id, payload, created_at) "  # noqa: S608
-    "VALUES (%s, %s, %s, %s, %s) RETURNING id"
+    f"INSERT INTO {Event._meta.db_table} (position, type, project_id, run_id, payload, created_at) "  # noqa: S608
+    "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
 )
+
+
+def _unpositioned(connection: Any) -> list[LoggedEvent]:
+    """The records this connection logged on PostgreSQL that wait for their position.
+
+    Only the current transaction's records matter. With no on-commit hook registered yet,
+    whatever is listed came from transactions (or savepoints) that rolled back: forget it.
+    """
+    pending: list[LoggedEvent] | None = getattr(connection, "_rf_unpositioned", None)
+    if pending is None:
+        pending = []
+        connection._rf_unpositioned = pending
+    elif not connection.run_on_commit:
+        pending.clear()
+    return pending
+
+
+def _assign_positions(record: LoggedEvent) -> None:
+    """After commit, on PostgreSQL: stamp, then give every record of the committed transaction
+    its position and frame (the first hook of a commit does it for all; the rest find theirs
+    set). A listed row that is not found was rolled back with a savepoint."""
+    connection = connections["default"]
+    pending = list(getattr(connection, "_rf_unpositioned", ()) or ())
+    if not any(item is record for item in pending):
+        pending.append(record)
+    positions = sequencer.stamp([r.pk for r in pending])
+    for item in pending:
+        position = positions.get(item.pk)
+        if position is not None:
+            item.id, item.prev_id = position, position - 1
+            item.frame = encode_frame(position, item.type, item.timestamp, item.payload)
+    connection._rf_unpositioned = []  # type: ignore[attr-defined]
+    if not record.id:
+        # Not stamped (it cannot be missing: its hook ran, so it committed). The hubs' log
+        # check stamps and delivers it; nothing to hand on from here.
+        raise RuntimeError("event log row committed but not positioned; the log check will")
 
 
 class EventBus:
@@ -242,29 +273,44 @@ class EventBus:
         # fails, that transaction must not commit without it, so it is marked for rollback
         # rather than rolled back to a savepoint the caller could carry on from.
         with transaction.atomic(savepoint=False):
-            lock_log()
-            # One cursor for both statements: setting up a Django cursor costs ~5 us.
-            with connections["default"].cursor() as cursor:
-                prev_id = _log_head(cursor)
-                event_id = _insert_event(cursor, event_type, project_id, run_id, data, created_at)
+            connection = connections["default"]
             timestamp = iso_timestamp(created_at)
             record = LoggedEvent(
-                id=event_id,
-                prev_id=prev_id,
+                id=0,
+                prev_id=None,
                 type=event_type,
                 project_id=project_id,
                 run_id=run_id,
                 timestamp=timestamp,
                 payload=data,
-                frame=encode_frame(event_id, event_type, timestamp, data),
+                frame="",
                 stage_id=data.get("stageId", ""),
             )
+            # One cursor for both statements: setting up a Django cursor costs ~5 us.
+            with connection.cursor() as cursor:
+                if connection.vendor == "postgresql":
+                    # No position and no lock here: the sequencer stamps it after commit.
+                    unpositioned = _unpositioned(connection)
+                    record.pk = _insert_event(
+                        cursor, event_type, project_id, run_id, data, created_at, None
+                    )
+                    unpositioned.append(record)
+                else:
+                    # SQLite's writers are serialised (IMMEDIATE): the head cannot move under us.
+                    head = _log_head(cursor)
+                    record.pk = _insert_event(
+                        cursor, event_type, project_id, run_id, data, created_at, head + 1
+                    )
+                    record.id, record.prev_id = head + 1, head
+                    record.frame = encode_frame(record.id, event_type, timestamp, data)
             transaction.on_commit(lambda: self._committed(record), robust=True)
         return record
 
     def _committed(self, record: LoggedEvent) -> None:
         from .hub import hand_off  # the hub imports this module
 
+        if not record.id:
+            _assign_positions(record)
         record.committed_at = time.time()
         metrics.EVENTS_PUBLISHED.labels(type=record.type).inc()
         hand_off(record)

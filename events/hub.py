@@ -6,12 +6,14 @@ channel is over capacity. Here every server process runs one hub per event loop;
 listens on one layer channel in the group `GROUP`, receives each event once (already encoded
 by the bus), and offers it to its local sockets, indexed by project, in-process.
 
-Ordering and loss: each event carries `prev`, the id of the event committed just before it
-(the bus computes it under the log lock). The hub delivers strictly along that chain. An event
+Ordering and loss: each event carries `prev`, the log position just before its own (positions
+are gapless: `events/sequencer.py`). The hub delivers strictly along that chain. An event
 that arrives ahead of its predecessor waits `WS_GAP_WAIT`; then the hub reads the missing ones
 from the log. Every `WS_GAP_CHECK_INTERVAL` it also compares the log's newest id with the last
-one it delivered, which repairs a lost tail. So a lost or reordered layer message (pub/sub is
-fire-and-forget; the in-memory layer drops past its capacity) costs latency, never an event.
+one it delivered, which repairs a lost tail; on PostgreSQL it first stamps rows whose writer
+died between commit and stamping, so they too reach the log and then the sockets. So a lost
+or reordered layer message (pub/sub is fire-and-forget; the in-memory layer drops past its
+capacity) costs latency, never an event.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Max
 
-from . import metrics, shutdown
+from . import metrics, sequencer, shutdown
 from .bus import LoggedEvent
 from .models import Event
 
@@ -92,14 +94,20 @@ def _db(fn: Any) -> Any:
 
 @_db
 def _log_max_id() -> int:
-    return Event.objects.aggregate(last=Max("id"))["last"] or 0
+    return Event.objects.aggregate(last=Max("position"))["last"] or 0
+
+
+@_db
+def _stamp_log() -> None:
+    """PostgreSQL: position rows whose writer died between its commit and its stamping."""
+    sequencer.stamp()
 
 
 @_db
 def _log_between(after: int, upto: int | None) -> list[LoggedEvent]:
-    rows = Event.objects.filter(id__gt=after).order_by("id")
+    rows = Event.objects.filter(position__gt=after).order_by("position")
     if upto is not None:
-        rows = rows.filter(id__lte=upto)
+        rows = rows.filter(position__lte=upto)
     return [LoggedEvent.from_row(row) for row in rows[:10_000]]
 
 
@@ -453,6 +461,13 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             self._flush_metrics()
+            try:
+                await _stamp_log()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.LAYER_ERRORS.labels(op="check").inc()
+                logger.exception("event hub: stamping the log failed")
             if not self._subscribers or self.last_id is None:
                 # No socket to serve: just follow the head so a later socket starts fresh.
                 with contextlib.suppress(Exception):

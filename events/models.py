@@ -1,9 +1,19 @@
 """The event log: a transactional outbox and the source of truth for resume.
 
-An `Event` row is written in the same transaction as the change that caused it; its integer id
-is the envelope's `id`. Ids are handed out under a lock held to commit (see `bus.lock_log`), so
-the committed ids form a prefix with no later gap: a client that saw id N and asks for `> N`
-can never miss an event that committed late.
+An `Event` row is written in the same transaction as the change that caused it. Its `position`
+is the log cursor: the envelope's `id`, `?after=`, `lastEventId`, the hub's chain. (`id` is
+only the row's storage identity; Django allows no non-key field named `id`.)
+
+The ordering promise: positions are gapless and become visible in position order, so a reader
+that has seen position N never later finds a row below N, and a client asking for `> N` can
+never miss an event that committed late. How each backend keeps it:
+
+- SQLite: writers are serialised (IMMEDIATE transactions), so the INSERT itself takes
+  `MAX(position) + 1`.
+- PostgreSQL: writers insert with `position` NULL and hold no global lock; right after
+  commit, a short transaction of its own stamps every committed unpositioned row under an
+  advisory lock (`events/sequencer.py`; docs/ordering.md explains the choice). Unpositioned
+  rows are not part of the log yet: every reader filters on `position`.
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ from django.db import models
 
 class Event(models.Model):
     id = models.BigAutoField(primary_key=True)
+    # NULL until the sequencer stamps it (PostgreSQL only, a round trip after commit).
+    position = models.BigIntegerField(null=True, blank=True, unique=True)
     type = models.CharField(max_length=40)
     # Plain ids rather than foreign keys: the log outlives the rows it talks about (a deleted
     # run keeps its history until retention prunes it) and `events` stays independent of `runs`.
@@ -22,15 +34,21 @@ class Event(models.Model):
     created_at = models.DateTimeField()
 
     class Meta:
-        ordering = ["id"]
+        ordering = ["position"]
         indexes = [
-            models.Index(fields=["project_id", "id"], name="event_project_id"),
-            models.Index(fields=["run_id", "id"], name="event_run_id"),
+            models.Index(fields=["project_id", "position"], name="event_project_position"),
+            models.Index(fields=["run_id", "position"], name="event_run_position"),
             models.Index(fields=["created_at"], name="event_created_at"),
+            # What the sequencer scans: only rows still waiting for a position (few, briefly).
+            models.Index(
+                fields=["id"],
+                condition=models.Q(position__isnull=True),
+                name="event_unpositioned",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"#{self.id} {self.type}"
+        return f"#{self.position} {self.type}"
 
 
 class EventLogState(models.Model):
@@ -44,4 +62,5 @@ class EventLogState(models.Model):
 
     @classmethod
     def pruned_through_id(cls) -> int:
+        """The newest position retention deleted (0: none)."""
         return cls.objects.filter(pk=1).values_list("pruned_through", flat=True).first() or 0

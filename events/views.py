@@ -126,9 +126,10 @@ class EventListView(EventsView):
         events = Event.objects.all()
         if visible is not None:
             events = events.filter(project_id__in=visible)
-        last_event_id = events.aggregate(last=Max("id"))["last"] or 0
+        last_event_id = events.aggregate(last=Max("position"))["last"] or 0
 
-        events = events.filter(id__gt=after)
+        # The cursor is the log position; unpositioned rows (NULL) are not in the log yet.
+        events = events.filter(position__gt=after)
         if project is not None:
             events = events.filter(project_id=project)
         if run is not None:
@@ -137,17 +138,17 @@ class EventListView(EventsView):
             events = events.filter(type=event_type)
         if category is not None:
             events = events.filter(type__in=EVENT_CATEGORIES[category])
-        rows = list(events.order_by("id")[: limit + 1])
+        rows = list(events.order_by("position")[: limit + 1])
         more = len(rows) > limit
         rows = rows[:limit]
         next_url = None
         if more:
-            next_url = replace_query_param(request.build_absolute_uri(), "after", rows[-1].id)
+            next_url = replace_query_param(request.build_absolute_uri(), "after", rows[-1].position)
         return Response(
             {
                 "results": [
                     {
-                        "id": row.id,
+                        "id": row.position,
                         "type": row.type,
                         "timestamp": iso_timestamp(row.created_at),
                         "payload": row.payload,

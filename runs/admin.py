@@ -53,7 +53,7 @@ def _report(
     for obj in objects:
         try:
             change(obj)
-        except (services.TransitionError, EventRejected, ValueError) as exc:
+        except (services.TransitionError, services.ServiceBusy, EventRejected, ValueError) as exc:
             # TransitionError and EventRejected messages name states and fields, never values.
             modeladmin.message_user(request, f"{obj.pk}: cannot {verb}: {exc}", messages.ERROR)
         except ObjectDoesNotExist:

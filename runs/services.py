@@ -1,20 +1,45 @@
 """The one place run state changes (Zulip's `do_*` actions, healthchecks' `Check.ping()`).
 
-Each transition locks the rows it reads, checks the move is legal, saves, and lets the
-`post_save` receivers log the event, all in one transaction: a refused or rolled-back
-transition leaves neither a change nor an event. The REST API, the admin and the management
-commands call these functions and nothing else.
+Each transition locks the rows it writes, checks the move is legal, saves, and logs its event,
+all in one transaction: a refused or rolled-back transition leaves neither a change nor an
+event. Most log their event from the `post_save` receivers (runs/signals.py); the hot path,
+`report_progress`, changes its row with one conditional `UPDATE … RETURNING` (which bypasses
+`post_save`) and sends its event through the broadcaster itself, as Zulip's `do_*` actions
+send theirs explicitly. The REST API, the admin and the management commands call these
+functions and nothing else.
+
+Locks, and why there is no deadlock by design (PostgreSQL; SQLite's IMMEDIATE transactions
+serialise writers and take no row locks):
+
+- A transition locks only the rows it writes, `FOR NO KEY UPDATE` and `of=("self",)`: never
+  a joined row, and never the project or a user. The foreign-key checks of other writers take
+  `FOR KEY SHARE` on the rows they reference, which `FOR NO KEY UPDATE` does not block.
+- Lock order: run → its stages → its artifacts / approvals. Every transition that locks more
+  than one row takes them in that order (a stage's run first, even when only the stage
+  changes). `report_progress` locks only its stage (its UPDATE) and waits for nothing after.
+- Nothing global is held in a caller's transaction: the event log row is inserted without a
+  position and without a lock; positions are stamped after commit (events/sequencer.py).
+
+A transient conflict that still happens (deadlock, serialization failure, lock timeout, or
+SQLite's "database is locked") is retried here, a bounded number of times with jittered
+backoff, when the service's transaction is the outermost one. Nested in a caller's
+transaction (or after the last attempt) it raises `ServiceBusy`, which the API answers with
+503 and `Retry-After`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+import functools
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from events import phi
+from events.broadcaster import run_event_broadcaster
 from events.schemas import CHECKSUM_RE, ErrorCode, GovernanceType, Priority, ReasonCode
 
 from .models import (
@@ -32,21 +57,81 @@ from .models import (
 
 User = Any  # django.contrib.auth user instances; kept loose for custom user models
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Attempts of a transition whose transaction hit a transient conflict (the first included),
+# and the backoff before attempt n+1: uniform in [0, RETRY_BASE_DELAY * 2**n) seconds.
+RETRY_ATTEMPTS = 4
+RETRY_BASE_DELAY = 0.005
+# What a 503 tells the client to wait before trying again, in seconds.
+RETRY_AFTER = 1
+# PostgreSQL: deadlock_detected, serialization_failure, lock_not_available (lock_timeout).
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
 
 class TransitionError(Exception):
     """An illegal state change (HTTP 409). The message says why, in words a person can act on."""
 
 
+class ServiceBusy(Exception):
+    """A transient database conflict that was not (or could no longer be) retried: HTTP 503
+    with `Retry-After`. Nothing was changed; the same call may succeed a moment later."""
+
+    def __init__(self, retry_after: int = RETRY_AFTER) -> None:
+        super().__init__("the database is busy with conflicting changes; try again shortly")
+        self.retry_after = retry_after
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A conflict a fresh attempt of the same transaction may not meet again."""
+    sqlstate = getattr(exc.__cause__, "sqlstate", None) or getattr(exc, "sqlstate", None)
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return True
+    # SQLite after its busy timeout.
+    return "database is locked" in str(exc)
+
+
+def transition(fn: Callable[P, R]) -> Callable[P, R]:
+    """`transaction.atomic`, plus the bounded retry of transient conflicts described above."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        if transaction.get_connection().in_atomic_block:
+            # The caller's transaction is aborted as a whole: only the caller can retry it.
+            try:
+                with transaction.atomic():
+                    return fn(*args, **kwargs)
+            except DatabaseError as exc:
+                if is_transient(exc):
+                    raise ServiceBusy() from exc
+                raise
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                with transaction.atomic():
+                    return fn(*args, **kwargs)
+            except DatabaseError as exc:
+                if not is_transient(exc):
+                    raise
+                if attempt == RETRY_ATTEMPTS:
+                    raise ServiceBusy() from exc
+            time.sleep(random.uniform(0, RETRY_BASE_DELAY * 2**attempt))
+        raise AssertionError("unreachable")
+
+    return run
+
+
 def _locked_run(run_id: str) -> Run:
-    # select_for_update() is a row lock on PostgreSQL; SQLite runs IMMEDIATE transactions,
-    # which serialise writers, so the read-check-write below is race-free on both.
-    return Run.objects.select_for_update().select_related("project", "created_by").get(pk=run_id)
+    # FOR NO KEY UPDATE of the run row alone (see the module docstring). On SQLite
+    # select_for_update() is a no-op: IMMEDIATE transactions already serialise writers, so
+    # the read-check-write below is race-free on both.
+    return Run.objects.select_for_update(of=("self",), no_key=True).get(pk=run_id)
 
 
 def _locked_stage(stage_id: str) -> Stage:
-    run_id = Stage.objects.values_list("run_id", flat=True).get(pk=stage_id)
-    run = _locked_run(run_id)
-    stage = Stage.objects.select_for_update().get(pk=stage_id)
+    # Lock order: the run (found through the stage, locking only the run row), then the stage.
+    run = Run.objects.select_for_update(of=("self",), no_key=True).get(stages__id=stage_id)
+    stage = Stage.objects.select_for_update(of=("self",), no_key=True).get(pk=stage_id)
     stage.run = run
     return stage
 
@@ -61,7 +146,7 @@ def _require_choice(value: str, enum: Any, field: str) -> str:
 # --- projects ------------------------------------------------------------------------------
 
 
-@transaction.atomic
+@transition
 def create_project(name: str, owner: User) -> Project:
     project = Project(name=name)
     project.save()
@@ -69,10 +154,10 @@ def create_project(name: str, owner: User) -> Project:
     return project
 
 
-@transaction.atomic
+@transition
 def set_member(project: Project, user: User, role: str) -> Membership:
     _require_choice(role, Role, "role")
-    membership, created = Membership.objects.select_for_update().get_or_create(
+    membership, created = Membership.objects.select_for_update(of=("self",)).get_or_create(
         project=project, user=user, defaults={"role": role}
     )
     if not created and membership.role != role:
@@ -83,9 +168,13 @@ def set_member(project: Project, user: User, role: str) -> Membership:
     return membership
 
 
-@transaction.atomic
+@transition
 def remove_member(project: Project, user: User) -> None:
-    membership = Membership.objects.select_for_update().filter(project=project, user=user).first()
+    membership = (
+        Membership.objects.select_for_update(of=("self",))
+        .filter(project=project, user=user)
+        .first()
+    )
     if membership is None:
         raise Membership.DoesNotExist("not a member")
     if membership.role == Role.OWNER and not _has_other_owner(project, user):
@@ -100,7 +189,7 @@ def _has_other_owner(project: Project, user: User) -> bool:
 # --- runs ----------------------------------------------------------------------------------
 
 
-@transaction.atomic
+@transition
 def create_run(
     project: Project,
     name: str,
@@ -122,7 +211,7 @@ def create_run(
     return run
 
 
-@transaction.atomic
+@transition
 def start_run(run_id: str) -> Run:
     run = _locked_run(run_id)
     if run.status != RunStatus.CREATED:
@@ -133,7 +222,7 @@ def start_run(run_id: str) -> Run:
     return run
 
 
-@transaction.atomic
+@transition
 def complete_run(run_id: str) -> Run:
     run = _locked_run(run_id)
     if run.status != RunStatus.RUNNING:
@@ -147,7 +236,7 @@ def complete_run(run_id: str) -> Run:
     return run
 
 
-@transaction.atomic
+@transition
 def fail_run(run_id: str, error_code: str, failed_stage_id: str | None = None) -> Run:
     _require_choice(error_code, ErrorCode, "errorCode")
     run = _locked_run(run_id)
@@ -157,7 +246,9 @@ def fail_run(run_id: str, error_code: str, failed_stage_id: str | None = None) -
         raise ValueError("failedStageId: not a stage of this run")
     now = timezone.now()
     # A run that fails takes its running stages with it, each with its own stage.failed event.
-    for stage in run.stages.select_for_update().filter(status=StageStatus.RUNNING):
+    for stage in run.stages.select_for_update(of=("self",), no_key=True).filter(
+        status=StageStatus.RUNNING
+    ):
         stage.run = run
         stage.status = StageStatus.FAILED
         stage.error_code = error_code
@@ -184,7 +275,7 @@ def _require_running_run(stage: Stage) -> None:
         raise TransitionError(f"run is {stage.run.status}; its stages move only while it runs")
 
 
-@transaction.atomic
+@transition
 def start_stage(stage_id: str) -> Stage:
     stage = _locked_stage(stage_id)
     _require_running_run(stage)
@@ -196,7 +287,47 @@ def start_stage(stage_id: str) -> Stage:
     return stage
 
 
-@transaction.atomic
+# The hot path in one statement: change the stage if the move is legal and changes something,
+# and return it with what its event needs. Positional parameters (see _progress_params).
+_PROGRESS_SQL = f"""
+UPDATE {Stage._meta.db_table} SET
+    progress = %s,
+    items_processed = COALESCE(CAST(%s AS bigint), items_processed),
+    items_total = COALESCE(CAST(%s AS bigint), items_total),
+    status_message = COALESCE(%s, status_message)
+WHERE id = %s
+  AND status = '{StageStatus.RUNNING.value}'
+  AND EXISTS (SELECT 1 FROM {Run._meta.db_table} r
+              WHERE r.id = {Stage._meta.db_table}.run_id AND r.status = '{RunStatus.RUNNING.value}')
+  AND progress <= %s
+  AND (CAST(%s AS bigint) IS NULL OR COALESCE(items_processed, 0) <= %s)
+  AND (COALESCE(CAST(%s AS bigint), items_processed) IS NULL
+       OR COALESCE(CAST(%s AS bigint), items_total) IS NULL
+       OR COALESCE(CAST(%s AS bigint), items_processed)
+          <= COALESCE(CAST(%s AS bigint), items_total))
+  AND (progress <> %s
+       OR (CAST(%s AS bigint) IS NOT NULL AND items_processed IS DISTINCT FROM %s)
+       OR (CAST(%s AS bigint) IS NOT NULL AND items_total IS DISTINCT FROM %s)
+       OR (%s IS NOT NULL AND status_message <> %s))
+RETURNING *, (SELECT r.project_id FROM {Run._meta.db_table} r
+              WHERE r.id = {Stage._meta.db_table}.run_id) AS run_project_id,
+             (SELECT r.name FROM {Run._meta.db_table} r
+              WHERE r.id = {Stage._meta.db_table}.run_id) AS run_name
+"""  # noqa: S608 (table names and status values are constants)
+
+
+def _progress_params(
+    stage_id: str, progress: int, processed: int | None, total: int | None, message: str | None
+) -> list[Any]:
+    return [
+        *(progress, processed, total, message, stage_id, progress),
+        *(processed, processed),
+        *(processed, total, processed, total),
+        *(progress, processed, processed, total, total, message, message),
+    ]
+
+
+@transition
 def report_progress(
     stage_id: str,
     progress: int,
@@ -204,12 +335,58 @@ def report_progress(
     items_total: int | None = None,
     status_message: str | None = None,
 ) -> Stage:
+    """Stage progress, the most frequent change: one conditional UPDATE … RETURNING and the log
+    INSERT. It bypasses `post_save`, so it sends its `stage.progress` event itself. A report
+    that changes nothing is accepted and logs nothing (as a `save()` of unchanged fields).
+
+    The UPDATE's row lock on the stage is the only lock it takes. The run's state is read, not
+    locked: a stage can be running only while its run runs (a run that fails takes its running
+    stages with it, locking each, so a report racing with it either lands before — and the
+    stage then fails — or re-reads the failed stage and is refused).
+    """
     if isinstance(progress, bool) or not isinstance(progress, int) or not 0 <= progress <= 100:
         raise ValueError("progress: must be an integer from 0 to 100")
     for field, value in (("itemsProcessed", items_processed), ("itemsTotal", items_total)):
         if value is not None and (isinstance(value, bool) or value < 0):
             raise ValueError(f"{field}: must be >= 0")
-    stage = _locked_stage(stage_id)
+    params = _progress_params(stage_id, progress, items_processed, items_total, status_message)
+    changed = list(Stage.objects.raw(_PROGRESS_SQL, params))
+    if not changed:
+        return _refused_progress(stage_id, progress, items_processed, items_total)
+    stage = changed[0]
+    if status_message:
+        # Each label passed the guard alone; a reader sees run name, stage name and status
+        # side by side, so they are checked together (the event itself carries only the last
+        # two, which the bus checks together too). Raising here rolls the UPDATE back.
+        categories = phi.scan_texts([stage.run_name, stage.name, status_message])  # type: ignore[attr-defined]
+        if categories:
+            raise ValueError(
+                "statusMessage: read together with the run and stage names, contains possible "
+                f"PHI ({', '.join(categories)}); remove patient identifiers"
+            )
+    data: dict[str, Any] = {
+        "runId": stage.run_id,
+        "projectId": stage.run_project_id,  # type: ignore[attr-defined]
+        "stageId": stage.pk,
+        "stageName": stage.name,
+        "stageIndex": stage.position,
+        "progress": stage.progress,
+    }
+    if stage.status_message:
+        data["statusMessage"] = stage.status_message
+    if stage.items_processed is not None:
+        data["itemsProcessed"] = stage.items_processed
+    if stage.items_total is not None:
+        data["itemsTotal"] = stage.items_total
+    run_event_broadcaster.broadcast_stage_progress(data)
+    return stage
+
+
+def _refused_progress(
+    stage_id: str, progress: int, items_processed: int | None, items_total: int | None
+) -> Stage:
+    """The failure path only: read why the UPDATE matched nothing, in the order of the rules."""
+    stage = Stage.objects.select_related("run").get(pk=stage_id)
     _require_running_run(stage)
     if stage.status != StageStatus.RUNNING:
         raise TransitionError(f"stage is {stage.status}; progress is reported only while running")
@@ -221,26 +398,10 @@ def report_progress(
     processed = items_processed if items_processed is not None else stage.items_processed
     if total is not None and processed is not None and processed > total:
         raise ValueError("itemsProcessed: cannot exceed itemsTotal")
-    stage.progress = progress
-    stage.items_processed = processed
-    stage.items_total = total
-    if status_message:
-        # Each label passed the guard alone; a reader sees run name, stage name and status
-        # side by side, so they are checked together (the event itself carries only the last
-        # two, which the bus checks together too).
-        categories = phi.scan_texts([stage.run.name, stage.name, status_message])
-        if categories:
-            raise ValueError(
-                "statusMessage: read together with the run and stage names, contains possible "
-                f"PHI ({', '.join(categories)}); remove patient identifiers"
-            )
-    if status_message is not None:
-        stage.status_message = status_message
-    stage.save()
-    return stage
+    return stage  # legal, and it changes nothing
 
 
-@transaction.atomic
+@transition
 def complete_stage(stage_id: str) -> Stage:
     stage = _locked_stage(stage_id)
     _require_running_run(stage)
@@ -255,7 +416,7 @@ def complete_stage(stage_id: str) -> Stage:
     return stage
 
 
-@transaction.atomic
+@transition
 def fail_stage(stage_id: str, error_code: str) -> Stage:
     _require_choice(error_code, ErrorCode, "errorCode")
     stage = _locked_stage(stage_id)
@@ -272,7 +433,7 @@ def fail_stage(stage_id: str, error_code: str) -> Stage:
 # --- artifacts and approvals ---------------------------------------------------------------
 
 
-@transaction.atomic
+@transition
 def add_artifact(
     run_id: str,
     *,
@@ -308,7 +469,7 @@ def add_artifact(
     return artifact
 
 
-@transaction.atomic
+@transition
 def request_approval(
     run_id: str, *, governance_type: str, priority: str, assigned_to: Iterable[User] = ()
 ) -> Approval:
@@ -325,7 +486,7 @@ def request_approval(
     return approval
 
 
-@transaction.atomic
+@transition
 def decide_approval(
     approval_id: str, *, granted: bool, decided_by: User, reason_code: str | None = None
 ) -> Approval:
@@ -333,7 +494,7 @@ def decide_approval(
         _require_choice(reason_code, ReasonCode, "reasonCode")
     run_id = Approval.objects.values_list("run_id", flat=True).get(pk=approval_id)
     run = _locked_run(run_id)
-    approval = Approval.objects.select_for_update().get(pk=approval_id)
+    approval = Approval.objects.select_for_update(of=("self",), no_key=True).get(pk=approval_id)
     approval.run = run
     if approval.status != ApprovalStatus.PENDING:
         raise TransitionError(f"approval was already {approval.status}")

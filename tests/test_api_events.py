@@ -44,7 +44,7 @@ def test_it_lists_the_events_of_the_users_projects_in_id_order(world: Any) -> No
     lifecycle(world, world.other_project, world.charlie)
     body = get(world.client(world.victor)).json()
     expected = list(
-        Event.objects.filter(run_id=mine.pk).order_by("id").values_list("id", flat=True)
+        Event.objects.filter(run_id=mine.pk).order_by("position").values_list("position", flat=True)
     )
     assert ids(body) == expected
     assert [e["type"] for e in body["results"]] == [
@@ -117,12 +117,12 @@ def test_it_pages_with_an_after_cursor(world: Any) -> None:
         assert len(body["results"]) <= 3
         seen += ids(body)
         url = body["next"]
-    assert seen == list(Event.objects.order_by("id").values_list("id", flat=True))
+    assert seen == list(Event.objects.order_by("position").values_list("position", flat=True))
 
 
 def test_it_starts_after_the_given_id(world: Any) -> None:
     lifecycle(world)
-    all_ids = list(Event.objects.order_by("id").values_list("id", flat=True))
+    all_ids = list(Event.objects.order_by("position").values_list("position", flat=True))
     body = get(world.client(world.alice), f"after={all_ids[1]}").json()
     assert ids(body) == all_ids[2:] and body["next"] is None
 
@@ -137,10 +137,10 @@ def test_it_keeps_other_filters_in_the_next_link(world: Any) -> None:
 def test_it_reports_the_newest_visible_event_id_whatever_the_filters(world: Any) -> None:
     lifecycle(world)
     lifecycle(world, world.other_project, world.charlie)
-    mine = Event.objects.filter(project_id=world.project.pk).order_by("-id").first()
+    mine = Event.objects.filter(project_id=world.project.pk).order_by("-position").first()
     assert mine is not None
     body = get(world.client(world.bob), "type=run.created&limit=1").json()
-    assert body["lastEventId"] == mine.id
+    assert body["lastEventId"] == mine.position
 
 
 @pytest.mark.parametrize(

@@ -19,12 +19,14 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
 def head() -> int:
-    last = Event.objects.order_by("-id").first()
-    return last.id if last else 0
+    last = Event.objects.order_by("-position").first()
+    return last.position or 0 if last else 0
 
 
 def new_events(since: int) -> list[str]:
-    return list(Event.objects.filter(id__gt=since).order_by("id").values_list("type", flat=True))
+    return list(
+        Event.objects.filter(position__gt=since).order_by("position").values_list("type", flat=True)
+    )
 
 
 def make_run(world: Any, stages: tuple[str, ...] = ("Ingest", "Model")) -> Run:
@@ -223,7 +225,7 @@ def test_it_fails_a_run_naming_the_failed_stage(world: Any) -> None:
         {"errorCode": "STAGE_FAILED", "failedStageId": stage.pk},
     )
     assert response.status_code == 200
-    event = Event.objects.get(id__gt=mark, type="run.failed")
+    event = Event.objects.get(position__gt=mark, type="run.failed")
     assert event.payload["failedStageId"] == stage.pk
 
 

@@ -262,5 +262,5 @@ def test_events_ids_follow_commit_order(world: Any) -> None:
     ids = []
     for name in ("a", "b", "c"):
         services.create_run(world.project, name, ["x"], world.alice)
-        ids.append(Event.objects.latest("id").id)
+        ids.append(Event.objects.latest("position").position)
     assert ids == sorted(ids)

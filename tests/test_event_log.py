@@ -46,8 +46,8 @@ def test_prune_events_with_nothing_to_do_keeps_the_watermark(world: Any) -> None
 
 
 def test_the_watermark_never_moves_back(world: Any) -> None:
-    EventLogState.objects.create(pk=1, pruned_through=10_000)
     services.create_run(world.project, "r", ["a"], world.alice)
+    EventLogState.objects.create(pk=1, pruned_through=10_000)
     Event.objects.update(created_at=timezone.now() - timedelta(days=30))
     call_command("prune_events", stdout=StringIO())
     assert EventLogState.pruned_through_id() == 10_000

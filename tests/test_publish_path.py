@@ -66,19 +66,19 @@ def test_the_log_row_reads_back_as_the_json_field_would_have_stored_it(world: An
         project_id=run.project_id,
         run_id=run.pk,
         payload=record.payload,
-        created_at=Event.objects.get(id=record.id).created_at,
+        created_at=Event.objects.get(id=record.pk).created_at,
     )
-    logged = Event.objects.get(id=record.id)
+    logged = Event.objects.get(id=record.pk)
     assert logged.payload == record.payload == via_orm.payload
     assert logged.payload["statusMessage"] == data["statusMessage"]
     # The database's own JSON functions read it too (the API filters on payload keys).
     assert list(
-        Event.objects.filter(payload__statusMessage=data["statusMessage"]).values_list(
-            "id", flat=True
-        )
-    ) == [record.id, via_orm.id]
+        Event.objects.filter(payload__statusMessage=data["statusMessage"])
+        .order_by("id")
+        .values_list("id", flat=True)
+    ) == [record.pk, via_orm.id]
     with connection.cursor() as cursor:
-        cursor.execute("SELECT payload FROM events_event WHERE id = %s", [record.id])
+        cursor.execute("SELECT payload FROM events_event WHERE id = %s", [record.pk])
         assert json.loads(cursor.fetchone()[0]) == record.payload
 
 
@@ -546,7 +546,7 @@ def _postgres_scenario() -> dict[str, Any]:
 
     with transaction.atomic():
         record = bus.publish("stage.progress", data)
-    logged = LogEvent.objects.get(id=record.id)
+    logged = LogEvent.objects.get(id=record.pk)
     via_orm = LogEvent.objects.create(
         type="stage.progress",
         project_id=run.project_id,
@@ -556,17 +556,17 @@ def _postgres_scenario() -> dict[str, Any]:
     )
     via_orm.refresh_from_db()
     filtered = list(
-        LogEvent.objects.filter(payload__statusMessage=data["statusMessage"]).values_list(
-            "id", flat=True
-        )
+        LogEvent.objects.filter(payload__statusMessage=data["statusMessage"])
+        .order_by("id")
+        .values_list("id", flat=True)
     )
     with connection.cursor() as cursor:
-        cursor.execute("SELECT jsonb_typeof(payload) FROM events_event WHERE id = %s", [record.id])
+        cursor.execute("SELECT jsonb_typeof(payload) FROM events_event WHERE id = %s", [record.pk])
         typeof = cursor.fetchone()[0]
     return {
         "vendor": connection.vendor,
         "equal": logged.payload == record.payload == via_orm.payload,
-        "filtered": filtered == [record.id, via_orm.id],
+        "filtered": filtered == [record.pk, via_orm.id],
         "typeof": typeof,
     }
 

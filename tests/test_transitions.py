@@ -15,12 +15,14 @@ pytestmark = pytest.mark.django_db
 
 
 def emitted(since: int) -> list[tuple[str, dict[str, Any]]]:
-    return [(e.type, e.payload) for e in Event.objects.filter(id__gt=since).order_by("id")]
+    return [
+        (e.type, e.payload) for e in Event.objects.filter(position__gt=since).order_by("position")
+    ]
 
 
 def head() -> int:
-    last = Event.objects.order_by("-id").first()
-    return last.id if last else 0
+    last = Event.objects.order_by("-position").first()
+    return last.position or 0 if last else 0
 
 
 @pytest.fixture

@@ -152,7 +152,9 @@ async def test_it_switches_from_replay_to_live_without_gap_under_concurrent_writ
     world: Any,
 ) -> None:
     stage = await db(running_stage)(world)
-    start = await db(lambda: Event.objects.order_by("-id").values_list("id", flat=True).first())()
+    start = await db(
+        lambda: Event.objects.order_by("-position").values_list("position", flat=True).first()
+    )()
 
     async def writer() -> None:
         for n in range(40):
@@ -176,7 +178,9 @@ async def test_it_switches_from_replay_to_live_without_gap_under_concurrent_writ
 
 async def test_it_replays_every_missed_progress_step(world: Any) -> None:
     stage = await db(running_stage)(world)
-    start = await db(lambda: Event.objects.order_by("-id").values_list("id", flat=True).first())()
+    start = await db(
+        lambda: Event.objects.order_by("-position").values_list("position", flat=True).first()
+    )()
     for progress in (10, 20, 30):
         await db(services.report_progress)(stage.pk, progress)
     comm = await authed_socket(world.bob, types=["stage.progress"], lastEventId=start)
@@ -200,7 +204,9 @@ async def test_it_resumes_with_a_resume_message(world: Any) -> None:
 
 async def test_it_asks_for_a_resync_when_the_log_was_pruned(world: Any) -> None:
     await db(services.create_run)(world.project, "Old", ["A"], world.alice)
-    head = await db(lambda: Event.objects.order_by("-id").values_list("id", flat=True).first())()
+    head = await db(
+        lambda: Event.objects.order_by("-position").values_list("position", flat=True).first()
+    )()
     await db(EventLogState.objects.update_or_create)(pk=1, defaults={"pruned_through": head})
     comm, _ = await open_socket()
     await send(
@@ -432,7 +438,7 @@ async def stalled_resume(world: Any, missed: int) -> tuple[Gate, WebsocketCommun
     """Bob resumes after missing `missed` runs (r1…), his writes stalled from the auth reply
     on: the reply and the whole replay queue behind the stalled write."""
     await db(services.create_run)(world.project, "r0", ["x"], world.alice)
-    last_seen = await db(lambda: Event.objects.latest("id").id)()
+    last_seen = await db(lambda: Event.objects.latest("position").position)()
     for i in range(1, missed + 1):
         await db(services.create_run)(world.project, f"r{i}", ["x"], world.alice)
     gate = Gate()

@@ -25,6 +25,9 @@ categories, never the submitted value (it may be PHI).
 | 413 | `payload_too_large` | a request body over `MAX_BODY_BYTES` |
 | 415 | `unsupported_media_type` | a body that is not `application/json` |
 | 429 | `throttled` | too many failed logins at `POST /api/auth/token/`; `Retry-After` says when |
+| 503 | `busy` | a transient database conflict outlived retries (`services.ServiceBusy`) |
+
+A 503 carries `Retry-After` (seconds); nothing was changed, and the same request may succeed.
 
 Unexpected exceptions are not caught here: they are bugs, and Django answers 500.
 """
@@ -44,7 +47,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from events.schemas import EventRejected, InvalidEvent
-from runs.services import TransitionError
+from runs.services import ServiceBusy, TransitionError
 
 BODY_KEY = "body"
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.]{0,60}): (.+)$", re.DOTALL)
@@ -56,6 +59,16 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "the request conflicts with the current state"
     default_code = "conflict"
+
+
+class Busy(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "the database is busy with conflicting changes; try again shortly"
+    default_code = "busy"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.wait = retry_after  # DRF's handler turns `wait` into the Retry-After header
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -100,6 +113,8 @@ def _translate(exc: Exception) -> Exception:
     """Domain and Django exceptions → the DRF exception with the right status."""
     if isinstance(exc, TransitionError):
         return Conflict(str(exc) or Conflict.default_detail)
+    if isinstance(exc, ServiceBusy):
+        return Busy(exc.retry_after)
     if isinstance(exc, EventRejected):  # before ValueError: EventRejected is one
         return _event_rejected(exc)
     if isinstance(exc, ObjectDoesNotExist | Http404):

@@ -31,19 +31,20 @@ class Command(BaseCommand):
             self.stderr.write("error: --days must be >= 1")
             raise SystemExit(2)
         cutoff = timezone.now() - timedelta(days=days)
-        through = Event.objects.filter(created_at__lt=cutoff).aggregate(m=Max("id"))["m"]
+        through = Event.objects.filter(created_at__lt=cutoff).aggregate(m=Max("position"))["m"]
         if through is None:
             self.stdout.write("nothing to prune")
             return
         with transaction.atomic():
-            # Ids are monotonic with commit order, so "everything up to `through`" is exact.
+            # Positions become visible in position order, so "everything up to `through`" is
+            # exact; unpositioned rows (NULL) are never matched and get positions above it.
             state, _ = EventLogState.objects.select_for_update().get_or_create(pk=1)
             state.pruned_through = max(state.pruned_through, through)
             state.save()
         deleted = 0
         while True:
             ids = list(
-                Event.objects.filter(id__lte=through).values_list("id", flat=True)[
+                Event.objects.filter(position__lte=through).values_list("id", flat=True)[
                     : options["batch"]
                 ]
             )

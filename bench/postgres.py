@@ -1,0 +1,233 @@
+"""State changes on PostgreSQL as writers grow: 1, 4, 8 and 16 writer processes, in one project
+(as one user) and across projects (one each), against a cluster this bench starts (durable:
+fsync on; see bench/_pg.py).
+
+    .venv/bin/python bench/postgres.py                   # 3 s per cell
+    .venv/bin/python bench/postgres.py --seconds 2 --writers 1 8
+
+Three workloads per cell, each writer on its own running stage, one transaction per change:
+- `plain`: `UPDATE runs_stage SET items_processed = …` in autocommit (the database's own rate);
+- `service`: `runs.services.report_progress` with its event switched off (the broadcaster is
+  replaced by a no-op in the writer processes);
+- `service+event`: `report_progress` as production runs it (the log row, and the sequencer's
+  stamping after commit).
+Reported per workload: transactions/s (all writers), p50 and p99 latency, errors. Targets
+(issue 12): service+event ≥ 0.5 × plain at 8 writers; its p99 at 16 writers ≤ 3 × plain's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _pg import BenchPostgres  # noqa: E402
+
+WORKLOADS = ("plain", "service", "service+event")
+
+
+def _setup_django(url: str, var_dir: str) -> None:
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "researchflow.settings",
+            "DATABASE_URL": url,
+            "RESEARCHFLOW_VAR_DIR": var_dir,
+            "DEBUG": "0",
+            "SECRET_KEY": "bench-only-" + "x" * 50,
+            "ALLOWED_HOSTS": "localhost",
+            "REDIS_URL": "",
+            "DATABASE_CONN_MAX_AGE": "600",
+        }
+    )
+    import django
+
+    django.setup()
+
+
+def _stages(count: int, across: bool) -> list[str]:
+    """`count` running stages: in one project as one user, or each in its own project."""
+    from django.contrib.auth.models import User
+
+    from runs import services
+
+    user, _ = User.objects.get_or_create(username="bench")
+    shared = services.create_project("Bench", owner=user)
+    stage_ids = []
+    for n in range(count):
+        project = services.create_project(f"Bench {n}", owner=user) if across else shared
+        run = services.create_run(project, f"Writer {n}", ["S"], user)
+        services.start_run(run.pk)
+        stage = run.stages.get()
+        services.start_stage(stage.pk)
+        stage_ids.append(stage.pk)
+    return stage_ids
+
+
+def _writer(
+    queue: Any, workload: str, stage_id: str, start_at: float, seconds: float, base: int
+) -> None:
+    from django.db import connection
+
+    from runs import services
+
+    if workload == "service":
+        from events.broadcaster import run_event_broadcaster
+
+        run_event_broadcaster.broadcast_stage_progress = lambda data: None  # type: ignore[method-assign,assignment,return-value]
+    connection.ensure_connection()
+    latencies: list[float] = []
+    errors: list[str] = []
+    n = base
+    while time.time() < start_at:
+        time.sleep(0.001)
+    deadline = start_at + seconds
+    with connection.cursor() as cursor:
+        while True:
+            if time.time() >= deadline:
+                break
+            began = time.perf_counter()
+            n += 1
+            try:
+                if workload == "plain":
+                    cursor.execute(
+                        "UPDATE runs_stage SET items_processed = %s WHERE id = %s", [n, stage_id]
+                    )
+                else:
+                    services.report_progress(stage_id, 50, items_processed=n)
+            except Exception as exc:
+                errors.append(type(exc).__name__)
+                continue
+            latencies.append(time.perf_counter() - began)
+    connection.close()
+    queue.put({"latencies": latencies, "errors": errors, "last": n})
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
+
+
+def _cell(workload: str, stage_ids: list[str], seconds: float, base: int) -> dict[str, Any]:
+    from django.db import connections
+
+    connections.close_all()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    start_at = time.time() + 0.5 + 0.02 * len(stage_ids)
+    procs = [
+        ctx.Process(target=_writer, args=(queue, workload, sid, start_at, seconds, base))
+        for sid in stage_ids
+    ]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=seconds + 60) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    latencies = [x for r in results for x in r["latencies"]]
+    errors = [e for r in results for e in r["errors"]]
+    return {
+        "txn_per_s": round(len(latencies) / seconds, 1),
+        "p50_ms": round(_pct(latencies, 50) * 1000, 3),
+        "p99_ms": round(_pct(latencies, 99) * 1000, 3),
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors)),
+        "_last": max(r["last"] for r in results),
+    }
+
+
+def _log_check() -> dict[str, Any]:
+    """Every logged event positioned, positions gapless."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*), COUNT(position), MIN(position), MAX(position) FROM events_event"
+        )
+        rows, positioned, low, high = cursor.fetchone()
+    return {
+        "rows": rows,
+        "unpositioned": rows - positioned,
+        "gapless": positioned == 0 or (high - low + 1) == positioned,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--writers", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--modes", nargs="+", default=["one-project", "across-projects"])
+    parser.add_argument("--no-fsync", action="store_true", help="fsync=off (not production)")
+    args = parser.parse_args()
+
+    import tempfile
+
+    with (
+        BenchPostgres(durable=not args.no_fsync, max_connections=100) as pg,
+        tempfile.TemporaryDirectory(prefix="rf-benchvar-") as var,
+    ):
+        env = dict(os.environ, DATABASE_URL=pg.url, RESEARCHFLOW_VAR_DIR=var, REDIS_URL="")
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        _setup_django(pg.url, var)
+        from _common import emit_json, machine_info
+
+        results: dict[str, Any] = {}
+        base = 0
+        for mode in args.modes:
+            for writers in args.writers:
+                stage_ids = _stages(writers, across=mode == "across-projects")
+                row: dict[str, Any] = {}
+                for workload in WORKLOADS:
+                    cell = _cell(workload, stage_ids, args.seconds, base)
+                    base = cell.pop("_last") + 1
+                    row[workload] = cell
+                plain = row["plain"]["txn_per_s"] or float("nan")
+                row["event_vs_plain"] = round(row["service+event"]["txn_per_s"] / plain, 2)
+                row["event_p99_vs_plain_p99"] = round(
+                    row["service+event"]["p99_ms"] / row["plain"]["p99_ms"], 2
+                )
+                results[f"{mode}/{writers}"] = row
+                print(
+                    f"{mode:16} {writers:2} writers  "
+                    + "  ".join(
+                        f"{w}: {row[w]['txn_per_s']:8.0f}/s p50 {row[w]['p50_ms']:6.2f} "
+                        f"p99 {row[w]['p99_ms']:6.2f} ms err {row[w]['errors']}"
+                        for w in WORKLOADS
+                    )
+                    + f"  event/plain {row['event_vs_plain']}"
+                    + f"  p99 ratio {row['event_p99_vs_plain_p99']}",
+                    flush=True,
+                )
+        log = _log_check()
+        print(f"log: {log}", flush=True)
+        emit_json(
+            "postgres",
+            {
+                "machine": machine_info(),
+                "postgres": pg.version,
+                "durable": not args.no_fsync,
+                "params": vars(args),
+                "results": results,
+                "log": log,
+            },
+        )
+
+
+if __name__ == "__main__":
+    main()
