@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.servers import AppServer, RedisServer, free_port, wait_for_port  # noqa: E402
+from devtools.servers import AppServer, RedisServer, free_port, wait_for_port  # noqa: E402
 
 __all__ = ["AppServer", "RedisServer"]  # re-exported for the bench scripts
 

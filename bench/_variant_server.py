@@ -39,10 +39,10 @@ def build_app(no_session_send_wrapper: bool) -> Any:
         return application
     from channels.routing import ProtocolTypeRouter, URLRouter
 
-    from events.routing import websocket_urlpatterns
-    from events.security import socket_auth_stack
+    from events.gateway.routing import websocket_urlpatterns
+    from events.gateway.security import socket_auth_stack
 
-    # Since 80286ac this is the project's own stack (events.security.socket_auth_stack): the
+    # Since 80286ac this is the project's own stack (events.gateway.security.socket_auth_stack): the
     # switch now measures nothing new and stays so older commands still run.
     socket_stack = socket_auth_stack(URLRouter(websocket_urlpatterns))
     return ProtocolTypeRouter({"http": django_asgi_app, "websocket": socket_stack})
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument(
         "--plain-settings",
         action="store_true",
-        help="events.consumers reads a plain snapshot of settings, not LazySettings",
+        help="events.gateway.consumer reads a plain snapshot of settings, not LazySettings",
     )
     parser.add_argument(
         "--persistent-db",
@@ -128,7 +128,7 @@ def main() -> None:
     if args.plain_settings:
         import types
 
-        import events.consumers as consumers
+        import events.gateway.consumer as consumers
 
         # Django's `settings` is a LazyObject: every attribute read runs a Python-level
         # __getattribute__; _enqueue reads WS_SEND_QUEUE once per delivery.
@@ -143,7 +143,7 @@ def main() -> None:
         gc.collect()
         gc.freeze()  # Django, DRF, pydantic models...: never scanned again
         gc.set_threshold(50_000, 20, 100)
-    from events.management.commands.serve import uvicorn_options
+    from events.gateway.management.commands.serve import uvicorn_options
 
     options = uvicorn_options(compression=False) | {"ws": args.ws}
     uvicorn.run(app, host="127.0.0.1", port=args.port, **options)

@@ -80,7 +80,7 @@ def _writer(
     from runs import services
 
     if workload == "service":
-        from events.broadcaster import run_event_broadcaster
+        from runs.broadcaster import run_event_broadcaster
 
         run_event_broadcaster.broadcast_stage_progress = lambda data: None  # type: ignore[method-assign,assignment,return-value]
     connection.ensure_connection()

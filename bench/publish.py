@@ -12,8 +12,8 @@ receives every event from the layer, shares the publisher's core and GIL - as in
 - `batch100`: 100 publishes per `transaction.atomic()` (the hand-offs run at its commit).
 Then one instrumented pass breaks the cost of a single-transaction publish down by stage.
 
-`--hand-off-interval S` overrides `events.hub.HAND_OFF_INTERVAL` (how long the hand-off buffer
-collects events before the hub's loop takes them; 0: take them on the next loop turn).
+`--hand-off-interval S` overrides `events.gateway.hub.HAND_OFF_INTERVAL` (how long the hand-off
+buffer collects events before the hub's loop takes them; 0: take them on the next loop turn).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class HubThread:
         self.loop.run_forever()
 
     async def _start(self) -> None:
-        from events.hub import Hub
+        from events.gateway.hub import Hub
 
         self.hub = Hub.for_loop(self.loop)
         await self.hub.ready()
@@ -196,7 +196,7 @@ def breakdown(bus: Any, items: list[dict[str, Any]], *, hub: bool = True) -> dic
     from django.db.models.query import QuerySet
 
     import events.bus as busmod
-    import events.hub as hubmod
+    import events.gateway.hub as hubmod
     import events.phi as phimod
 
     timers = Timers()
@@ -254,7 +254,7 @@ def breakdown(bus: Any, items: list[dict[str, Any]], *, hub: bool = True) -> dic
 def micro(items: list[dict[str, Any]]) -> dict[str, float]:
     """The pure-CPU stages in isolation, for comparison with the in-place numbers."""
     from events import phi
-    from events.bus import encode_frame
+    from events.record import encode_frame
     from events.schemas import validate_payload
 
     n = len(items)
@@ -303,7 +303,7 @@ def main() -> None:
         "--hand-off-interval",
         type=float,
         default=None,
-        help="seconds; override events.hub.HAND_OFF_INTERVAL (how long the hand-off buffer "
+        help="seconds; override events.gateway.hub.HAND_OFF_INTERVAL (how long the hand-off buffer "
         "collects events before the hub's loop takes them)",
     )
     parser.add_argument(
@@ -316,7 +316,7 @@ def main() -> None:
 
     redis_server: Any = None
     if args.redis:
-        from tests.servers import RedisServer
+        from devtools.servers import RedisServer
 
         # Started before pinning: the child must not inherit core 0 (in production Redis
         # runs elsewhere).
@@ -346,9 +346,9 @@ def main() -> None:
     from events.bus import event_bus
 
     if args.hand_off_interval is not None:
-        import events.hub
+        import events.gateway.hub
 
-        events.hub.HAND_OFF_INTERVAL = args.hand_off_interval
+        events.gateway.hub.HAND_OFF_INTERVAL = args.hand_off_interval
     hub = HubThread()
     info = machine_info()
     print(

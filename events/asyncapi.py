@@ -33,7 +33,7 @@ STRING = {"type": "string"}
 NULLABLE_STRING = {"type": ["string", "null"]}
 EVENT_ID = {"type": "integer", "minimum": 1, "description": "Position in the event log"}
 TYPE_NAMES = sorted({t for types in EVENT_CATEGORIES.values() for t in types})
-# The consumer's limits (events/consumers.py): a JSON integer, never a float such as 1.0 or
+# The consumer's limits (events/gateway/consumer.py): a JSON integer, never a float such as 1.0 or
 # 1e19, and never a bool; JSON Schema's "integer" admits 1.0, hence the explicit note.
 LAST_EVENT_ID = {
     "type": "integer",

@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,14 +29,24 @@ from django.utils import timezone
 
 from . import metrics, phi, sequencer
 from .models import Event
-from .schemas import CATEGORY_OF, EventRejected, InvalidEvent, iso_timestamp, validate_payload
+from .record import LoggedEvent, encode_frame
+from .schemas import (
+    CATEGORY_OF,
+    EVENT_CATEGORIES,
+    EventRejected,
+    InvalidEvent,
+    iso_timestamp,
+    validate_payload,
+)
 
 logger = logging.getLogger(__name__)
 
-# The seed's integration test subscribes to 'jobs' and receives run.created: every run event.
-ALL_TOPIC = "jobs"
+# The topic that receives every event. The seed names it "jobs" (its integration test
+# subscribes to 'jobs' and receives run.created); it has nothing to do with `runs/jobs.py`.
+EVERY_EVENT_TOPIC = "jobs"
 
 Handler = Callable[[dict[str, Any]], Any] | Callable[[dict[str, Any]], Awaitable[Any]]
+Sink = Callable[[LoggedEvent], None]
 
 
 class PHIRejected(EventRejected):
@@ -49,91 +58,6 @@ class PHIRejected(EventRejected):
         super().__init__(
             f"{event_type} refused by the PHI guard: " + ", ".join(str(f) for f in findings)
         )
-
-
-@dataclass(slots=True)
-class LoggedEvent:
-    """One committed (or about to commit) event, encoded once for every socket.
-
-    `id` is the log position (the envelope's id). On PostgreSQL it is 0, and `frame` empty,
-    until the sequencer has stamped the row after commit; `pk` is the row's storage id.
-    """
-
-    id: int
-    prev_id: int | None
-    type: str
-    project_id: str
-    run_id: str
-    timestamp: str
-    payload: dict[str, Any]
-    frame: str = field(repr=False)
-    stage_id: str = ""  # routing needs it (progress coalescing) without decoding the frame
-    committed_at: float = 0.0  # wall clock (comparable across processes), for latency metrics
-    pk: int = 0  # the log row's storage id (not the cursor)
-
-    @property
-    def category(self) -> str:
-        return CATEGORY_OF[self.type]
-
-    def envelope(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "timestamp": self.timestamp,
-            "payload": self.payload,
-        }
-
-    def to_message(self) -> dict[str, Any]:
-        """The channel-layer message: the pre-encoded frame plus what routing needs."""
-        return {
-            "type": "rf.event",
-            "id": self.id,
-            "prev": self.prev_id,
-            "event_type": self.type,
-            "project": self.project_id,
-            "run": self.run_id,
-            "frame": self.frame,
-            "stage": self.stage_id,
-            "t": self.committed_at,
-        }
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> LoggedEvent:
-        return cls(
-            id=message["id"],
-            prev_id=message.get("prev"),
-            type=message["event_type"],
-            project_id=message["project"],
-            run_id=message.get("run") or "",
-            timestamp="",
-            payload={},
-            frame=message["frame"],
-            stage_id=message.get("stage") or "",
-            committed_at=message.get("t") or 0.0,
-        )
-
-    @classmethod
-    def from_row(cls, row: Event, prev_id: int | None = None) -> LoggedEvent:
-        timestamp = iso_timestamp(row.created_at)
-        position = row.position or 0  # readers select positioned rows only
-        return cls(
-            id=position,
-            prev_id=prev_id,
-            type=row.type,
-            project_id=row.project_id,
-            run_id=row.run_id,
-            timestamp=timestamp,
-            payload=row.payload,
-            frame=encode_frame(position, row.type, timestamp, row.payload),
-            stage_id=str(row.payload.get("stageId") or ""),
-            pk=row.id,
-        )
-
-
-def encode_frame(event_id: int, event_type: str, timestamp: str, payload: Mapping[str, Any]) -> str:
-    return orjson.dumps(
-        {"id": event_id, "type": event_type, "timestamp": timestamp, "payload": payload}
-    ).decode()
 
 
 def _log_head(cursor: Any) -> int:
@@ -237,6 +161,7 @@ def _assign_positions(record: LoggedEvent) -> None:
 class EventBus:
     def __init__(self) -> None:
         self._handlers: dict[str, list[Handler]] = {}
+        self._sinks: tuple[Sink, ...] = ()  # read without the lock: replaced, never mutated
         self._lock = threading.Lock()
 
     # --- publishing ----------------------------------------------------------------------
@@ -307,14 +232,30 @@ class EventBus:
         return record
 
     def _committed(self, record: LoggedEvent) -> None:
-        from .hub import hand_off  # the hub imports this module
-
         if not record.id:
             _assign_positions(record)
         record.committed_at = time.time()
         metrics.EVENTS_PUBLISHED.labels(type=record.type).inc()
-        hand_off(record)
+        for sink in self._sinks:
+            try:
+                sink(record)
+            except Exception:
+                logger.exception("event sink %r failed on %s", sink, record.type)
         self._notify(record)
+
+    # --- sinks: where committed events go besides in-process subscribers ------------------
+
+    def add_sink(self, sink: Sink) -> None:
+        """Hand every committed event to `sink(record)`, in commit order, before the in-process
+        subscribers. The realtime gateway registers its hand-off here (its AppConfig.ready), so
+        the bus never imports the gateway. A failing sink is logged; the others still run."""
+        with self._lock:
+            if sink not in self._sinks:
+                self._sinks = (*self._sinks, sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        with self._lock:
+            self._sinks = tuple(s for s in self._sinks if s != sink)
 
     # --- in-process subscribers ----------------------------------------------------------
 
@@ -325,9 +266,11 @@ class EventBus:
         and async handlers both work; a failing handler is logged and never breaks publishing.
         Returns the unsubscribe function.
         """
-        from .schemas import EVENT_CATEGORIES
-
-        if topic != ALL_TOPIC and topic not in CATEGORY_OF and topic not in EVENT_CATEGORIES:
+        if (
+            topic != EVERY_EVENT_TOPIC
+            and topic not in CATEGORY_OF
+            and topic not in EVENT_CATEGORIES
+        ):
             raise ValueError(f"unknown topic {topic!r}: an event type, a category or 'jobs'")
         with self._lock:
             self._handlers.setdefault(topic, []).append(handler)
@@ -344,7 +287,7 @@ class EventBus:
         with self._lock:
             targets = [
                 handler
-                for topic in (record.type, record.category, ALL_TOPIC)
+                for topic in (record.type, record.category, EVERY_EVENT_TOPIC)
                 for handler in self._handlers.get(topic, ())
             ]
         if not targets:

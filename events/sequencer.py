@@ -26,7 +26,7 @@ What must stay true, and why it does:
 One round trip: the four statements go as one simple-protocol query (no parameters: the
 table names are constants and the writer's own row ids are integers formatted here).
 Rows whose writer died between commit and stamping are stamped by the next stamping anyone
-runs, the hubs' periodic log check included (events/hub.py).
+runs, the hubs' periodic log check included (events/gateway/hub.py).
 """
 
 from __future__ import annotations

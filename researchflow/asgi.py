@@ -1,5 +1,5 @@
 """ASGI entry point: HTTP through Django, `/ws` through the origin policy, the session auth
-middleware and the run-events consumer (events/security.py)."""
+middleware and the run-events consumer (events/gateway/security.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ django_asgi_app = get_asgi_application()  # sets up Django before the consumer i
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from events import daphne_compat, uvicorn_compat  # noqa: E402
-from events.routing import known_paths_only, websocket_urlpatterns  # noqa: E402
-from events.security import socket_auth_stack  # noqa: E402
+from events.gateway.routing import known_paths_only, websocket_urlpatterns  # noqa: E402
+from events.gateway.security import socket_auth_stack  # noqa: E402
+from events.gateway.servers import daphne as daphne_compat  # noqa: E402
+from events.gateway.servers import uvicorn as uvicorn_compat  # noqa: E402
 
 daphne_compat.install()
 uvicorn_compat.install()

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from events.origins import parse_origin
+from events.gateway.origins import parse_origin
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("RESEARCHFLOW_VAR_DIR", BASE_DIR / "var"))
@@ -89,7 +89,7 @@ for _origin in CSRF_TRUSTED_ORIGINS:
             f"CSRF_TRUSTED_ORIGINS: {_origin!r} must start with http:// or https://"
         )
 # Origins, besides the server's own, whose pages may open /ws with the user's session cookie
-# (events/security.py). Exact origins only (scheme://host[:port]); CSRF_TRUSTED_ORIGINS does not
+# (gateway/security.py). Exact origins only (scheme://host[:port]); CSRF_TRUSTED_ORIGINS does not
 # count, since letting a page read the event stream is more than letting it submit a form.
 WS_ALLOWED_ORIGINS = envlist("WS_ALLOWED_ORIGINS", [])
 for _origin in WS_ALLOWED_ORIGINS:
@@ -150,10 +150,11 @@ def _channel_layers() -> dict[str, dict[str, object]]:
     if not raw:
         # One process: the in-memory layer. Only the per-process event hub listens on it
         # (never one channel per socket), so its O(channels) receive scan stays cheap.
-        # events.layers' subclass drops upstream's task per member and deep copy per message.
+        # events.gateway.layers' subclass drops upstream's task per member and deep copy per
+        # message.
         return {
             "default": {
-                "BACKEND": "events.layers.InMemoryChannelLayer",
+                "BACKEND": "events.gateway.layers.InMemoryChannelLayer",
                 "CONFIG": {"capacity": 10_000, "expiry": 60},
             }
         }
@@ -172,12 +173,15 @@ def _channel_layers() -> dict[str, dict[str, object]]:
     return {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [raw], "prefix": os.environ.get("REDIS_PREFIX", "researchflow")},
+            "CONFIG": {"hosts": [raw], "prefix": REDIS_PREFIX},
         }
     }
 
 
 REDIS_URL = os.environ.get("REDIS_URL", "").strip() or None
+# Every key this project writes to Redis starts with it: channel-layer channels, the cache
+# ("<prefix>:cache"), socket stats ("<prefix>:wsstats:<host:pid>").
+REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "researchflow").strip() or "researchflow"
 CHANNEL_LAYERS = _channel_layers()
 
 # The cache holds the login throttle's counters (researchflow/login_throttle.py). With REDIS_URL
@@ -188,7 +192,7 @@ CACHES: dict[str, dict[str, object]] = {
         {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": os.environ.get("REDIS_PREFIX", "researchflow") + ":cache",
+            "KEY_PREFIX": REDIS_PREFIX + ":cache",
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
         if REDIS_URL
@@ -210,6 +214,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI assets served locally, no CDN
     "channels",
     "events",
+    "events.gateway",
     "runs",
     "web",
 ]
@@ -319,7 +324,7 @@ EVENT_RETENTION_DAYS = envint("EVENT_RETENTION_DAYS", 7, minimum=1)
 WS_RESUME_MAX_EVENTS = envint("WS_RESUME_MAX_EVENTS", 10_000, minimum=1)
 WS_AUTH_TIMEOUT = envfloat("WS_AUTH_TIMEOUT", 10.0, minimum=0.01)
 # Seconds a client has to send a complete request head (the WebSocket handshake request) after
-# connecting; then the connection is closed (events/handshake_timeout.py, both servers).
+# connecting; then the connection is closed (events/gateway/servers/handshake.py, both servers).
 WS_HANDSHAKE_TIMEOUT = envfloat("WS_HANDSHAKE_TIMEOUT", 10.0, minimum=0.1)
 WS_HEARTBEAT_TIMEOUT = envfloat("WS_HEARTBEAT_TIMEOUT", 60.0, minimum=0.01)
 WS_MAX_CONNECTIONS_PER_USER = envint("WS_MAX_CONNECTIONS_PER_USER", 100)
@@ -339,7 +344,7 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "") or None
 # Every record passes researchflow.log_hygiene's filter on its way out: request paths, methods
 # and the like are client text and reach a log only as ids and our own route words. uvicorn's
 # loggers keep their own handlers and levels (naming them here would reset uvicorn.error's
-# level); events/uvicorn_compat.py puts the same filter on those handlers.
+# level); events/gateway/servers/uvicorn.py puts the same filter on those handlers.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -363,7 +368,7 @@ LOGGING = {
 # Graceful shutdown: how long SIGTERM waits for every socket to flush its queue and close with
 # 1001 before handing over to the server's own shutdown (which drops what is left).
 WS_SHUTDOWN_TIMEOUT = envfloat("WS_SHUTDOWN_TIMEOUT", 5.0, minimum=0.0)
-# Each process's hub writes its socket stats to Redis (researchflow:wsstats:<host:pid>) this
+# Each process's hub writes its socket stats to Redis (<REDIS_PREFIX>:wsstats:<host:pid>) this
 # often, with this TTL, for GET /api/ws/stats/ to sum; a killed process drops out at the TTL.
 WS_STATS_INTERVAL = envfloat("WS_STATS_INTERVAL", 2.0, minimum=0.1)
 WS_STATS_TTL = envfloat("WS_STATS_TTL", 10.0, minimum=1.0)

@@ -30,7 +30,8 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("runs.api.urls")),
     path("api/", include("events.urls")),
-    path("", include("events.ops_urls")),
+    path("api/", include("events.gateway.urls")),
+    path("", include("researchflow.ops.urls")),
     path("", include("web.urls")),
     # Unknown /api/ paths answer in the API's JSON error shape, in DEBUG too.
     re_path(r"^api/", not_found),

@@ -39,8 +39,8 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from events import phi
-from events.broadcaster import run_event_broadcaster
 from events.schemas import CHECKSUM_RE, ErrorCode, GovernanceType, Priority, ReasonCode
+from runs.broadcaster import run_event_broadcaster
 
 from .models import (
     Approval,

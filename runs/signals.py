@@ -13,8 +13,8 @@ from typing import Any
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from events.broadcaster import run_event_broadcaster as broadcaster
 from events.schemas import iso_timestamp
+from runs.broadcaster import run_event_broadcaster as broadcaster
 
 from .models import Approval, ApprovalStatus, Artifact, Run, RunStatus, Stage, StageStatus
 

@@ -75,7 +75,7 @@ def _fresh_cache() -> Any:
 @pytest.fixture
 async def hubs_stopped() -> Any:
     """Stop the event hubs a test's sockets started, so no task outlives the test's loop."""
-    from events.hub import Hub
+    from events.gateway.hub import Hub
 
     yield
     for hub in Hub.running():

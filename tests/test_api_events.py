@@ -9,7 +9,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from events import access, views
+from events.gateway import credentials, views
 from events.models import Event
 from events.schemas import TIMESTAMP_RE
 from runs import services
@@ -179,7 +179,7 @@ def test_it_issues_a_socket_token_for_the_user(world: Any, settings: Any) -> Non
     assert response.status_code == 200
     body = response.json()
     assert body["expiresIn"] == settings.WS_SOCKET_TOKEN_MAX_AGE
-    credential = access.resolve_token(body["token"])
+    credential = credentials.resolve_token(body["token"])
     assert credential is not None and credential.user == world.bob
 
 
@@ -279,7 +279,7 @@ def test_it_reads_socket_stats_from_a_real_redis(world: Any) -> None:
 
     import redis
 
-    from tests.servers import RedisServer
+    from devtools.servers import RedisServer
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")

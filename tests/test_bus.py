@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from events.broadcaster import run_event_broadcaster
 from events.bus import EventBus, PHIRejected, event_bus
 from events.models import Event
 from events.schemas import EventRejected, InvalidEvent
 from runs import services
+from runs.broadcaster import run_event_broadcaster
 
 pytestmark = pytest.mark.django_db
 

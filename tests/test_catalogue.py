@@ -13,7 +13,7 @@ from events.asyncapi import (
     asyncapi_document,
     event_json_schema,
 )
-from events.consumers import _HANDLERS
+from events.gateway.consumer import _HANDLERS
 from events.schemas import EVENT_TYPES, PAYLOAD_MODELS
 from tests.test_schemas import VALID
 

@@ -18,7 +18,7 @@ from rest_framework.authtoken.models import Token
 
 from events.models import Event
 from runs import services
-from runs.management.commands.demo_run import DemoError, obtain_token, run_demo
+from runs.demo import DemoError, obtain_token, run_demo
 from runs.management.commands.seed_demo import DEMO_PROJECT
 from runs.models import Approval, ApprovalStatus, Artifact, Project, Run, RunStatus
 

@@ -1,4 +1,4 @@
-"""events/handshake_timeout.py leans on server internals: these fail if an upgrade moves them."""
+"""gateway/servers/handshake.py leans on server internals: these fail if an upgrade moves them."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from daphne.http_protocol import HTTPFactory
 from twisted.web import http
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from events import daphne_compat, handshake_timeout
-from events.handshake_timeout import HeadDeadlineProtocol
-from events.management.commands.serve import uvicorn_options
+from events.gateway.management.commands.serve import uvicorn_options
+from events.gateway.servers import daphne as daphne_compat
+from events.gateway.servers import handshake as handshake_timeout
+from events.gateway.servers.handshake import HeadDeadlineProtocol
 
 
 def test_uvicorns_httptools_protocol_still_has_the_hooks_the_deadline_uses() -> None:

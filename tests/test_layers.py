@@ -1,4 +1,4 @@
-"""The in-memory channel layer subclass (events/layers.py): upstream's semantics, fewer costs."""
+"""The in-memory channel layer subclass (gateway/layers.py): upstream's semantics, fewer costs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from events import metrics
-from events.layers import InMemoryChannelLayer
+from events.gateway.layers import InMemoryChannelLayer
 
 
 def full_count() -> float:

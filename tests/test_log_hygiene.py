@@ -164,7 +164,7 @@ def test_uvicorn_still_logs_what_the_filter_expects() -> None:
 
 
 def test_uvicorns_handlers_carry_the_filter() -> None:
-    from events import uvicorn_compat
+    from events.gateway.servers import uvicorn as uvicorn_compat
 
     handler = logging.StreamHandler(io.StringIO())
     logging.getLogger("uvicorn.access").addHandler(handler)

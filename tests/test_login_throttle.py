@@ -208,7 +208,7 @@ def test_it_shows_the_lockout_on_the_login_page(world: World) -> None:
 
 
 def test_it_shares_counters_between_processes_through_redis(world: World) -> None:
-    from tests.servers import RedisServer
+    from devtools.servers import RedisServer
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
@@ -224,7 +224,7 @@ def test_it_shares_counters_between_processes_through_redis(world: World) -> Non
 
 
 def test_it_fails_open_when_the_cache_is_down(world: World, caplog: Any) -> None:
-    from tests.servers import free_port
+    from devtools.servers import free_port
 
     broken = LoginThrottle(
         cache=RedisCache(

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from events import metrics, ops, shutdown
-from events.hub import Hub
+from devtools.servers import free_port
+from events import metrics
+from events.gateway import shutdown
+from events.gateway.hub import Hub
+from researchflow.ops import health as ops
 from runs import services
-from tests.servers import free_port
 from tests.ws_helpers import (
     ALL_CATEGORIES,
     Gate,
@@ -331,7 +333,7 @@ def test_it_chains_only_onto_a_handler_a_server_installed(monkeypatch: Any) -> N
     try:
         signal.signal(signal.SIGTERM, server_handler)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        shutdown.install()
+        shutdown.install(Hub.running)
         assert signal.getsignal(signal.SIGTERM) is shutdown._on_signal
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own
         shutdown._on_signal(signal.SIGTERM, None)  # no hub running: straight through
@@ -347,7 +349,7 @@ def test_it_leaves_default_handlers_alone(monkeypatch: Any) -> None:
     monkeypatch.setattr(shutdown, "_previous", {})
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        shutdown.install()
+        shutdown.install(Hub.running)
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, original)
@@ -402,7 +404,7 @@ async def test_each_process_publishes_its_socket_stats(
 ) -> None:
     import redis.asyncio
 
-    from events.hub import PROCESS_ID
+    from events.gateway.hub import PROCESS_ID
 
     fake = FakeRedis()
     monkeypatch.setattr(redis.asyncio.Redis, "from_url", lambda *a, **k: fake)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import DEMO_PASSWORDS, AppServer, PostgresServer
+from devtools.servers import DEMO_PASSWORDS, AppServer, PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from events import hub as hubmod
-from events.bus import LoggedEvent, _payload_param, event_bus
-from events.hub import GROUP, Hub, _BackgroundSender, _HandOff, hand_off
+from events.bus import _payload_param, event_bus
+from events.gateway import hub as hubmod
+from events.gateway.hub import GROUP, Hub, _BackgroundSender, _HandOff, hand_off
 from events.models import Event
+from events.record import LoggedEvent
 from runs import services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -490,7 +491,7 @@ async def test_a_hand_off_racing_with_stop_goes_to_the_background_sender(
 @pytest.mark.postgres
 @pytest.mark.e2e
 def test_postgres_stores_the_orjson_payload_as_the_json_field_would() -> None:
-    from tests.servers import PostgresServer
+    from devtools.servers import PostgresServer
 
     try:
         server = PostgresServer()

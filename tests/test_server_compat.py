@@ -1,4 +1,4 @@
-"""events/daphne_compat.py: what it changes in daphne/autobahn, and that those are still there."""
+"""gateway/servers/daphne.py: what it changes in daphne/autobahn, and that those are still there."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import inspect
 from autobahn.websocket import protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 
-from events import daphne_compat
+from events.gateway.servers import daphne as daphne_compat
 
 
 def test_frames_are_written_without_styling_their_debug_log_arguments() -> None:

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
-from events.access import make_socket_token
+from events.gateway.credentials import make_socket_token
 from runs import services
 from tests.ws_helpers import (
     ALL_CATEGORIES,

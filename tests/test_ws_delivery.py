@@ -9,9 +9,9 @@ import orjson
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from events.bus import LoggedEvent
-from events.hub import Hub
+from events.gateway.hub import Hub
 from events.models import Event, EventLogState
+from events.record import LoggedEvent
 from runs import services
 from runs.models import Role
 from tests.ws_helpers import (

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from events.consumers import RunEventsConsumer
-from events.hub import Hub
+from events.gateway.consumer import RunEventsConsumer
+from events.gateway.hub import Hub
 from tests.ws_helpers import ALL_CATEGORIES, authed_socket, request
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hubs_stopped")]
@@ -100,7 +100,7 @@ async def test_idle_sockets_hold_no_dispatch_task_or_scope_copies(world: Any) ->
 
 
 def test_uvicorn_reads_the_handshake_only_before_the_keepalive_starts() -> None:
-    # events/uvicorn_compat.py drops the protocol's handshake request/response once
+    # events/gateway/servers/uvicorn.py drops the protocol's handshake request/response once
     # start_keepalive() runs; that is sound only while uvicorn reads them no later.
     from uvicorn.protocols.websockets import websockets_sansio_impl as impl
 
@@ -132,7 +132,7 @@ async def test_uvicorn_sockets_forget_the_handshake_and_keep_working() -> None:
     import uvicorn
     import websockets
 
-    from events import uvicorn_compat
+    from events.gateway.servers import uvicorn as uvicorn_compat
 
     uvicorn_compat.install()
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from events.origins import Origin, forwarded_value, host_origin, parse_origin
-from events.security import origin_trusted, server_origin
+from events.gateway.origins import Origin, forwarded_value, host_origin, parse_origin
+from events.gateway.security import origin_trusted, server_origin
 from researchflow.asgi import application
 from tests.hostile_origins import hostile_origins
 from tests.ws_helpers import session_cookie

@@ -16,7 +16,7 @@ from django.contrib.sessions.models import Session
 from django.test import Client
 from django.utils import timezone
 
-from events import access
+from events.gateway import credentials
 from runs import services
 from tests.ws_helpers import ALL_CATEGORIES, db, open_socket, receive_events, request
 
@@ -26,17 +26,17 @@ CLOSED = {"type": "websocket.close", "code": 4401}
 
 @pytest.fixture
 def rechecks(settings: Any, monkeypatch: Any) -> list[float]:
-    """Fast re-checks, each one's end time recorded (the hub binds access.recheck at start)."""
+    """Fast re-checks, each one's end time recorded (the hub binds credentials.recheck at start)."""
     settings.WS_REAUTH_INTERVAL = 0.1
     done: list[float] = []
-    original = access.recheck
+    original = credentials.recheck
 
     def counted(*args: Any) -> Any:
         result = original(*args)
         done.append(time.monotonic())
         return result
 
-    monkeypatch.setattr(access, "recheck", counted)
+    monkeypatch.setattr(credentials, "recheck", counted)
     return done
 
 
@@ -164,8 +164,9 @@ def test_it_rechecks_many_sessions_in_one_query_each(
         client = Client()
         client.force_login(user)
         session = client.session
-        refs.append(access.SessionRef(session.session_key, user.pk, session["_auth_user_hash"]))
-    refs.append(access.SessionRef("gone", world.bob.pk, refs[1].auth_hash))
+        auth_hash = session["_auth_user_hash"]
+        refs.append(credentials.SessionRef(session.session_key, user.pk, auth_hash))
+    refs.append(credentials.SessionRef("gone", world.bob.pk, refs[1].auth_hash))
     with django_assert_num_queries(3):  # users, memberships, sessions
-        _standing, valid = access.recheck({r.user_id for r in refs}, refs)
+        _standing, valid = credentials.recheck({r.user_id for r in refs}, refs)
     assert valid == set(refs[:-1])

@@ -12,7 +12,7 @@ from django.test import Client
 
 from researchflow.asgi import application
 
-# What a browser on http://localhost sends: the server's own origin (events/security.py).
+# What a browser on http://localhost sends: the server's own origin (events/gateway/security.py).
 HOST = (b"host", b"localhost")
 ORIGIN = (b"origin", b"http://localhost")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from runs.management.commands.demo_run import DemoError, run_demo
+from runs.demo import DemoError, run_demo
 
 logger = logging.getLogger(__name__)
 

@@ -10,27 +10,18 @@ and a body-dropping redirect in production. The slashless twin is left out of th
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.urls import URLPattern, path
+from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.views import APIView
 
-from . import views
+from researchflow.routes import route
+
+from . import event_log, views
 
 app_name = "api"
 
 
-def route(pattern: str, view: type[APIView], name: str) -> list[URLPattern]:
-    """`pattern` without its trailing slash; both spellings resolve, one is documented."""
-    undocumented: Any = type(view.__name__, (view,), {"schema": None})
-    return [
-        path(f"{pattern}/", view.as_view(), name=name),
-        path(pattern, undocumented.as_view()),
-    ]
-
-
 urlpatterns = [
+    *route("events", event_log.EventListView, "event-list"),
     *route("auth/token", views.TokenView, "auth-token"),
     *route("projects", views.ProjectListView, "project-list"),
     *route("projects/<str:project_id>", views.ProjectDetailView, "project-detail"),

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from tests.servers import DEMO_PASSWORDS, ROOT, AppServer, RedisServer
+from devtools.servers import DEMO_PASSWORDS, ROOT, AppServer, RedisServer
 
 pytestmark = pytest.mark.e2e
 

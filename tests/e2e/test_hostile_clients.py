@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from devtools.servers import AppServer
 from tests import hostile
-from tests.servers import AppServer
 
 pytestmark = [pytest.mark.e2e]
 

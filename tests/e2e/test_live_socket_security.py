@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import websockets
 
+from devtools.servers import DEMO_PASSWORDS, AppServer
 from tests.hostile_origins import hostile_origins
-from tests.servers import DEMO_PASSWORDS, AppServer
 
 pytestmark = [pytest.mark.e2e]
 CATEGORIES = ["RUN_EVENTS", "STAGE_EVENTS", "ARTIFACT_EVENTS", "GOVERNANCE_EVENTS"]
@@ -128,7 +128,7 @@ def test_no_hostile_origin_gets_the_session_user(app: AppServer) -> None:
         f" same origin: {same_origin}"
     )
     assert as_user == []
-    assert opened == []  # the policy refuses them outright (events/security.py)
+    assert opened == []  # the policy refuses them outright (events/gateway/security.py)
     assert "refused 403" in statuses
     assert same_origin == "user"
 

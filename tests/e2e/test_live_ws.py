@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.servers import DEMO_PASSWORDS, AppServer, RedisServer
+from devtools.servers import DEMO_PASSWORDS, AppServer, RedisServer
 
 pytestmark = [pytest.mark.e2e]
 CATEGORIES = ["RUN_EVENTS", "STAGE_EVENTS", "ARTIFACT_EVENTS", "GOVERNANCE_EVENTS"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import DEMO_PASSWORDS, AppServer
+from devtools.servers import DEMO_PASSWORDS, AppServer
 
 pytestmark = [pytest.mark.e2e]
 

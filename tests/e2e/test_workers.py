@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.servers import DEMO_PASSWORDS, AppServer, PostgresServer, RedisServer
+from devtools.servers import DEMO_PASSWORDS, AppServer, PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.e2e]
 CATEGORIES = ["RUN_EVENTS", "STAGE_EVENTS", "ARTIFACT_EVENTS", "GOVERNANCE_EVENTS"]

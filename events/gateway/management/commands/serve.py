@@ -8,7 +8,7 @@ multiprocess mode): unless PROMETHEUS_MULTIPROC_DIR is set already, this command
 run and removes it at exit. The variable must be in the environment before any worker imports
 prometheus_client, which is why it is set here, in the parent, before the workers start.
 
-SIGTERM closes open WebSockets with 1001 after their queued frames (events/shutdown.py), then
+SIGTERM closes open WebSockets with 1001 after their queued frames (gateway/shutdown.py), then
 the server shuts down as usual.
 """
 
@@ -22,14 +22,15 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from events import metrics
+from events.gateway.servers.handshake import HeadDeadlineProtocol
+
 APP = "researchflow.asgi:application"
 
 
 def uvicorn_options(*, compression: bool) -> dict[str, Any]:
     """How the project runs under uvicorn (besides app, host, port and workers); the
     benchmark's variant server starts from the same options."""
-    from events.handshake_timeout import HeadDeadlineProtocol
-
     return {
         # httptools (uvicorn's default when installed), with a deadline for the request head
         # (WS_HANDSHAKE_TIMEOUT): uvicorn has none of its own.
@@ -113,8 +114,6 @@ class Command(BaseCommand):
             else:
                 path = own_dir = tempfile.mkdtemp(prefix="researchflow-prometheus-")
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-            from events import metrics
-
             metrics.clean_multiprocess_dir(path)  # values of a previous run would be summed in
         self.stdout.write(f"uvicorn serving http://{host}:{port}/ (WebSocket at /ws)")
         try:

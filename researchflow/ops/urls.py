@@ -1,10 +1,10 @@
-"""Operations routes, mounted at the root: /healthz, /readyz, /metrics (see events/ops.py)."""
+"""Operations routes, mounted at the root: /healthz, /readyz, /metrics (ops/health.py)."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from . import ops
+from . import health as ops
 
 urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),

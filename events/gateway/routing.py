@@ -13,7 +13,7 @@ from typing import Any
 
 from django.urls import URLPattern, path
 
-from .consumers import RunEventsConsumer
+from .consumer import RunEventsConsumer
 
 websocket_urlpatterns = [path("ws", RunEventsConsumer.as_asgi())]
 

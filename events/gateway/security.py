@@ -5,7 +5,7 @@ any page: SameSite=Lax does not help, because a page on another port of the same
 same *site*. So the cookie may authenticate a socket only when the page that opened it is ours:
 
 - `Origin` exactly our public origin — (scheme, host, port) as a browser serialises it
-  (events/origins.py). The host is the handshake's `Host` header, which must pass
+  (events/gateway/origins.py). The host is the handshake's `Host` header, which must pass
   ALLOWED_HOSTS; the scheme is the one the client used (`ws` → http, `wss` → https), or the
   trusted proxy's `X-Forwarded-Proto` when TRUSTED_PROXY_COUNT > 0. So a server reached as
   `127.0.0.1:3001` trusts `http://127.0.0.1:3001` and neither `http://localhost:3001`,
@@ -42,7 +42,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import parse_cookie
 from django.http.request import split_domain_port, validate_host
 
-from .access import SessionRef
+from .credentials import SessionRef
 from .origins import Origin, forwarded_value, host_origin, parse_origin
 
 

@@ -1,10 +1,11 @@
 """The `/ws` consumer: the seed's manager.ts protocol on an AsyncJsonWebsocketConsumer.
 
-Thin by design: parsing and replies here, ORM access in `access.py` through
-`database_sync_to_async`, fan-out in `hub.py`. Events never pass through the consumer's
-dispatch: the hub calls `offer()` with a frame encoded once for every socket. A socket with
-nothing queued sends at once, without a task (`_send_now`); under back-pressure a per-socket
-writer task drains a bounded queue, so a slow client only ever delays itself.
+Parsing and replies here; ORM access in `runs/access.py`, `events/log.py` and
+`credentials.py` through `database_sync_to_async`, fan-out in `hub.py`. Events never pass
+through the consumer's dispatch: the hub calls `offer()` with a frame encoded once for every
+socket. A socket with nothing queued sends at once, without a task (`_send_now`); under
+back-pressure a per-socket writer task drains a bounded queue, so a slow client only ever
+delays itself.
 
 The consumer opts out of a per-socket channel-layer channel (see `channel_layer_alias`): the
 hub is the only layer listener in the process.
@@ -27,11 +28,14 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from . import access, metrics
-from .bus import LoggedEvent
+from events import log, metrics
+from events.limits import MAX_EVENT_ID, MAX_LIST_ITEMS
+from events.record import LoggedEvent
+from events.schemas import CATEGORY_OF, EVENT_CATEGORIES, iso_timestamp
+from runs import access
+
+from . import credentials
 from .hub import Hub
-from .limits import MAX_EVENT_ID, MAX_LIST_ITEMS
-from .schemas import CATEGORY_OF, EVENT_CATEGORIES, iso_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +136,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self.client_id = uuid.uuid4().hex
         self.hub = Hub.for_loop()
         self.user: Any = None
-        self.credential: access.Credential | None = None
+        self.credential: credentials.Credential | None = None
         self.user_id: int | None = None
         self.visible_projects: frozenset[str] | None = frozenset()
         self.scope_project: str | None = None
@@ -180,7 +184,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             session_user is not None
             and session_user.is_authenticated
             and session_user.is_active
-            and isinstance(session_ref, access.SessionRef)
+            and isinstance(session_ref, credentials.SessionRef)
             and session_ref.user_id == session_user.pk
         ):
             if not self._claim_slot(session_user.pk):
@@ -188,7 +192,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
                 self._error("too_many_connections", "too many open connections for this user")
                 self._close_after_flush(CLOSE_TOO_MANY)
                 return
-            self.credential = access.Credential(session_user, "session", session=session_ref)
+            self.credential = credentials.Credential(session_user, "session", session=session_ref)
             await self._set_user(session_user)
         self._push(_now_frame("connection.established", self._established()))
 
@@ -401,7 +405,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         credential = self.credential
         token = payload.get("token")
         if token:
-            credential = await database_sync_to_async(access.resolve_token)(token)
+            credential = await database_sync_to_async(credentials.resolve_token)(token)
             if credential is None:
                 return self._auth_failed("invalid or expired token")
         if credential is None:
@@ -409,7 +413,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         user = credential.user
         if payload.get("userId") is not None and payload["userId"] != user.get_username():
             return self._auth_failed("userId does not match the authenticated user")
-        member_of = await database_sync_to_async(access.visible_projects)(user)
+        member_of = await database_sync_to_async(access.member_projects)(user)
         project_id = payload.get("projectId")
         run_id = payload.get("runId")
         # One message for "doesn't exist" and "not yours": never confirm a foreign id.
@@ -418,7 +422,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         if (
             project_id is not None
             and member_of is None
-            and not await database_sync_to_async(_project_exists)(project_id)
+            and not await database_sync_to_async(access.project_exists)(project_id)
         ):
             return self._auth_failed("project not found or not accessible")
         if run_id is not None:
@@ -479,7 +483,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def _set_user(self, user: Any, member_of: frozenset[str] | str | None = "load") -> None:
         if member_of == "load":
-            member_of = await database_sync_to_async(access.visible_projects)(user)
+            member_of = await database_sync_to_async(access.member_projects)(user)
         assert not isinstance(member_of, str)
         self.user = user
         self.user_id = user.pk
@@ -498,7 +502,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self.hub.reindex(self)
 
     def apply_standing(
-        self, standing: access.Standing | None, valid: set[str | access.SessionRef]
+        self, standing: credentials.Standing | None, valid: set[str | credentials.SessionRef]
     ) -> None:
         """Called by the hub's periodic re-check: revoked credentials stop the stream (a
         deactivated user, a deleted REST token, a session ended by logout, flush, expiry or a
@@ -518,7 +522,7 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             if self.scope_project is not None and not self.visible_projects:
                 self._close_soon(CLOSE_FORBIDDEN)
 
-    def credential_key(self) -> str | access.SessionRef | None:
+    def credential_key(self) -> str | credentials.SessionRef | None:
         cred = self.credential
         return cred.key() if cred is not None else None
 
@@ -527,13 +531,13 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
     async def _replay(self, after: int) -> None:
         """Log events > after, then whatever arrived live meanwhile: no gap, no duplicate."""
         try:
-            pruned, _head = await database_sync_to_async(access.log_bounds)()
+            pruned = await database_sync_to_async(log.pruned_through)()
             limit = settings.WS_RESUME_MAX_EVENTS
             if after < pruned:
                 self._resync(after, pruned + 1)
                 return
             events = (
-                await database_sync_to_async(access.log_after)(
+                await database_sync_to_async(log.visible_after)(
                     after,
                     projects=self.visible_projects,
                     run_id=self.scope_run,
@@ -911,9 +915,3 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return "another type"
-
-
-def _project_exists(project_id: str) -> bool:
-    from runs.models import Project
-
-    return Project.objects.filter(pk=project_id).exists()

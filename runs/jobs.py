@@ -18,6 +18,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from . import services
+
 
 def _stage_id(data: Mapping[str, Any]) -> str:
     stage_id = data.get("stageId")
@@ -27,14 +29,10 @@ def _stage_id(data: Mapping[str, Any]) -> str:
 
 
 def publish_job_started(data: Mapping[str, Any]) -> Any:
-    from runs import services
-
     return services.start_stage(_stage_id(data))
 
 
 def publish_job_progress(data: Mapping[str, Any]) -> Any:
-    from runs import services
-
     return services.report_progress(
         _stage_id(data),
         progress=data.get("progress"),  # type: ignore[arg-type]  # validated by the service
@@ -45,14 +43,10 @@ def publish_job_progress(data: Mapping[str, Any]) -> Any:
 
 
 def publish_job_completed(data: Mapping[str, Any]) -> Any:
-    from runs import services
-
     return services.complete_stage(_stage_id(data))
 
 
 def publish_job_failed(data: Mapping[str, Any]) -> Any:
-    from runs import services
-
     return services.fail_stage(_stage_id(data), str(data.get("errorCode") or "INTERNAL_ERROR"))
 
 

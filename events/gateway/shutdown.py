@@ -30,13 +30,13 @@ import concurrent.futures
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+from typing import Protocol
 
 from django.conf import settings
 
-from . import metrics
+from events import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,24 @@ _lock = threading.Lock()
 _count_lock = threading.Lock()
 _installed = False
 _draining = False
-_previous: dict[int, Callable[[int, FrameType | None], Any]] = {}
+_previous: dict[int, Callable[[int, FrameType | None], object]] = {}
+
+
+class Drainable(Protocol):
+    """What shutdown needs of a hub: its loop, and a drain that returns the sockets left."""
+
+    loop: asyncio.AbstractEventLoop
+
+    async def drain(self, grace: float) -> int: ...
+
+
+def _no_hubs() -> Sequence[Drainable]:
+    return []
+
+
+# Set by install(): the hubs running in this process. Given, not imported, so that this module
+# stays below the hub (the hub installs the handler; shutdown never imports the hub).
+_running: Callable[[], Sequence[Drainable]] = _no_hubs
 
 
 def draining() -> bool:
@@ -54,14 +71,15 @@ def draining() -> bool:
     return _draining
 
 
-def install() -> None:
+def install(running: Callable[[], Sequence[Drainable]]) -> None:
     """Put our handler in front of the server's SIGTERM/SIGINT handlers (once per process).
 
     Only from the main thread (the only one that may set handlers; both servers run their loop
     there) and only over a handler the server installed: Python's defaults mean no server
     is managing shutdown, and replacing them would only change how a script or test dies.
     """
-    global _installed
+    global _installed, _running
+    _running = running
     with _lock:
         if _installed or threading.current_thread() is not threading.main_thread():
             return
@@ -79,9 +97,7 @@ def install() -> None:
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     """Runs in the main thread between bytecodes: only schedule work, never block."""
     global _draining
-    from .hub import Hub
-
-    hubs = Hub.running()
+    hubs = _running()
     if _draining or not hubs:
         _chain(signum)  # nothing to drain, or a second signal: the server's shutdown, now
         return
@@ -109,7 +125,7 @@ def _chain(signum: int) -> None:
         previous(signum, None)
 
 
-async def _drain(hub: Any) -> None:
+async def _drain(hub: Drainable) -> None:
     try:
         left = await hub.drain(settings.WS_SHUTDOWN_TIMEOUT)
     except Exception:
@@ -128,12 +144,10 @@ async def drain_all(grace: float | None = None) -> int:
     """Drain the hubs of the running loop (tests, or an embedding server's own shutdown hook).
     Returns the number of sockets still open at the timeout."""
     global _draining
-    from .hub import Hub
-
     _draining = True
     loop = asyncio.get_running_loop()
     left = 0
-    for hub in Hub.running():
+    for hub in _running():
         if hub.loop is loop:
             left += await hub.drain(settings.WS_SHUTDOWN_TIMEOUT if grace is None else grace)
     return left

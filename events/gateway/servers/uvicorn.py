@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from researchflow.log_hygiene import RequestTextFilter
+
 _installed = False
 
 
@@ -49,8 +51,6 @@ def _filter_server_logs() -> None:
     uvicorn's own handlers (which `uvicorn.run` configured before the app, and so Django's
     LOGGING, was loaded), leaving their format and levels as they are."""
     import logging
-
-    from researchflow.log_hygiene import RequestTextFilter
 
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         for handler in logging.getLogger(name).handlers:

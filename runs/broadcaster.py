@@ -21,8 +21,11 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .bus import EventBus, LoggedEvent, event_bus
-from .schemas import iso_timestamp
+from events.bus import EventBus, event_bus
+from events.record import LoggedEvent
+from events.schemas import iso_timestamp
+
+from .models import Approval, Run, Stage, StageStatus
 
 Data = Mapping[str, Any]
 
@@ -43,8 +46,6 @@ class RunEventBroadcaster:
     def _with_run(self, data: Data) -> dict[str, Any]:
         out = dict(data)
         if "projectId" not in out and isinstance(out.get("runId"), str):
-            from runs.models import Run
-
             project = Run.objects.filter(pk=out["runId"]).values_list("project_id", flat=True)
             if found := project.first():
                 out["projectId"] = found
@@ -54,8 +55,6 @@ class RunEventBroadcaster:
         out = dict(data)
         missing = {"runId", "projectId", "stageName", "stageIndex"} - set(out)
         if missing and isinstance(out.get("stageId"), str):
-            from runs.models import Stage
-
             row = (
                 Stage.objects.filter(pk=out["stageId"])
                 .values("run_id", "run__project_id", "name", "position")
@@ -87,8 +86,6 @@ class RunEventBroadcaster:
         out = self._with_run(data)
         self._stamp(out, "createdAt")
         if "stageCount" not in out and isinstance(out.get("runId"), str):
-            from runs.models import Stage
-
             out["stageCount"] = Stage.objects.filter(run_id=out["runId"]).count()
         return self._publish("run.created", out)
 
@@ -103,8 +100,6 @@ class RunEventBroadcaster:
         if {"durationMs", "stagesCompleted", "artifactsGenerated"} - set(out) and isinstance(
             out.get("runId"), str
         ):
-            from runs.models import Run, StageStatus
-
             run = Run.objects.filter(pk=out["runId"]).first()
             if run is not None:
                 out.setdefault("durationMs", _ms_between(run.started_at, completed_at))
@@ -133,8 +128,6 @@ class RunEventBroadcaster:
         out = self._with_stage(data)
         completed_at = self._stamp(out, "completedAt")
         if "durationMs" not in out and isinstance(out.get("stageId"), str):
-            from runs.models import Stage
-
             started = (
                 Stage.objects.filter(pk=out["stageId"]).values_list("started_at", flat=True).first()
             )
@@ -161,8 +154,6 @@ class RunEventBroadcaster:
     def _decision(self, event_type: str, data: Data) -> LoggedEvent:
         out = self._with_run(data)
         if "governanceType" not in out and isinstance(out.get("governanceId"), str):
-            from runs.models import Approval
-
             found = (
                 Approval.objects.filter(pk=out["governanceId"])
                 .values_list("governance_type", flat=True)

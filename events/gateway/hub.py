@@ -34,11 +34,11 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections
-from django.db.models import Max
 
-from . import metrics, sequencer, shutdown
-from .bus import LoggedEvent
-from .models import Event
+from events import log, metrics, sequencer
+from events.record import LoggedEvent
+
+from . import credentials, shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,11 @@ def layer_message(messages: list[dict[str, Any]]) -> dict[str, Any]:
 
 PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}"
 # Read by GET /api/ws/stats/ (events/views.py): one hash per process, field "stats".
-STATS_KEY_PREFIX = "researchflow:wsstats:"
+
+
+def stats_key_prefix() -> str:
+    """Where each process's hub publishes its socket stats, one key per process."""
+    return f"{settings.REDIS_PREFIX}:wsstats:"
 
 
 class Subscriber(Protocol):
@@ -92,23 +96,14 @@ def _db(fn: Any) -> Any:
     return sync_to_async(wrapped, thread_sensitive=False)
 
 
-@_db
-def _log_max_id() -> int:
-    return Event.objects.aggregate(last=Max("position"))["last"] or 0
+_log_head = _db(log.head)
+_log_between = _db(log.between)
 
 
 @_db
 def _stamp_log() -> None:
     """PostgreSQL: position rows whose writer died between its commit and its stamping."""
     sequencer.stamp()
-
-
-@_db
-def _log_between(after: int, upto: int | None) -> list[LoggedEvent]:
-    rows = Event.objects.filter(position__gt=after).order_by("position")
-    if upto is not None:
-        rows = rows.filter(position__lte=upto)
-    return [LoggedEvent.from_row(row) for row in rows[:10_000]]
 
 
 class Hub:
@@ -172,7 +167,7 @@ class Hub:
                 await self.layer.group_add(GROUP, self.channel)
             # Join the group first, then read the log head: anything committed before the
             # read is older than our baseline, anything after reaches us through the group.
-            self.last_id = await _log_max_id()
+            self.last_id = await _log_head()
         except Exception:
             logger.exception("event hub failed to start; retrying from the log every interval")
             metrics.LAYER_ERRORS.labels(op="start").inc()
@@ -187,7 +182,7 @@ class Hub:
             self._stats_task = self.loop.create_task(self._stats_loop())
             self._tasks.append(self._stats_task)
         # First socket of the process: from now on SIGTERM closes sockets with 1001 first.
-        shutdown.install()
+        shutdown.install(Hub.running)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -471,10 +466,10 @@ class Hub:
             if not self._subscribers or self.last_id is None:
                 # No socket to serve: just follow the head so a later socket starts fresh.
                 with contextlib.suppress(Exception):
-                    self.last_id = max(self.last_id or 0, await _log_max_id())
+                    self.last_id = max(self.last_id or 0, await _log_head())
                 continue
             try:
-                head = await _log_max_id()
+                head = await _log_head()
                 if head > self.last_id:
                     seen = self.last_id
                     await asyncio.sleep(settings.WS_GAP_WAIT)
@@ -490,9 +485,7 @@ class Hub:
         """Re-read every socket user's standing in one batch: a removed member, a deactivated
         user, a revoked token or an ended session (logout, expiry, password change) stops
         receiving within one interval."""
-        from . import access
-
-        recheck = _db(access.recheck)
+        recheck = _db(credentials.recheck)
         while True:
             await asyncio.sleep(settings.WS_REAUTH_INTERVAL)
             subs = [s for s in tuple(self._subscribers) if s.user_id is not None]
@@ -550,7 +543,7 @@ class Hub:
         """
         import redis.asyncio as aioredis
 
-        key = STATS_KEY_PREFIX + PROCESS_ID
+        key = stats_key_prefix() + PROCESS_ID
         interval = settings.WS_STATS_INTERVAL
         ttl = max(1, round(settings.WS_STATS_TTL))
         client = aioredis.Redis.from_url(

@@ -38,7 +38,7 @@ def check_versions(*names: str) -> None:
         found = version(name)
         if found != WRITTEN_FOR[name]:
             raise RuntimeError(
-                f"events/handshake_timeout.py was written for {name} {WRITTEN_FOR[name]}, "
+                f"events/gateway/servers/handshake.py was written for {name} {WRITTEN_FOR[name]}, "
                 f"found {found}: re-check the request-head deadline against it "
                 "(tests/test_handshake_timeout.py) and update WRITTEN_FOR"
             )
@@ -95,7 +95,7 @@ _daphne_installed = False
 
 def install_daphne() -> None:
     """Give every daphne HTTP connection the request-head deadline (called by
-    `daphne_compat.install`, which researchflow.asgi runs at start)."""
+    `servers.daphne.install`, which researchflow.asgi runs at start)."""
     global _daphne_installed
     if _daphne_installed:
         return

@@ -1,7 +1,7 @@
 """Web origins as browsers serialise them: parsing, the server's own origin, comparison.
 
 Pure functions, no Django import: `researchflow/settings.py` validates `WS_ALLOWED_ORIGINS` with
-`parse_origin` before Django is set up, and the socket origin policy (`events/security.py`)
+`parse_origin` before Django is set up, and the socket origin policy (`events/gateway/security.py`)
 compares with the same code.
 
 An origin is the triple (scheme, host, port). Browsers send it on a WebSocket handshake as

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .handshake import install_daphne
+
 PROTOCOL_CLOSE_CODES = frozenset({1001, 1008, 1009, 1011})
 _installed = False
 
@@ -33,8 +35,6 @@ def install() -> None:
 
     WebSocketProtocol.serverClose = server_close
     _skip_frame_log_highlighting()
-    from .handshake_timeout import install_daphne
-
     install_daphne()  # the request-head deadline (WS_HANDSHAKE_TIMEOUT)
     _installed = True
 

@@ -31,7 +31,8 @@ from django.views.decorators.http import require_safe
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
-from . import metrics, shutdown
+from events import metrics
+from events.gateway import shutdown
 
 logger = logging.getLogger(__name__)
 

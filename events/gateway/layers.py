@@ -3,7 +3,7 @@
 channels' `InMemoryChannelLayer.group_send` starts a task per group member and collects them
 with `asyncio.as_completed`, and `send` deep-copies every message. Here the one group member
 is the process's event hub, and the hub's messages are flat dicts of strings and numbers
-(`LoggedEvent.to_message`), or lists of them (`events.hub.layer_message`): the tasks, the
+(`LoggedEvent.to_message`), or lists of them (`events.gateway.hub.layer_message`): the tasks, the
 `as_completed` machinery and the deep copy were most of the hub's ~65 µs per published event
 (docs/benchmarks.md, publishing).
 
@@ -25,7 +25,7 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as _UpstreamInMemoryChannelLayer
 
-from . import metrics
+from events import metrics
 
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 

@@ -1,7 +1,9 @@
-"""Who may see what: the gateway's database look-ups, each small and synchronous.
+"""Socket credentials: what authenticated a socket, and the periodic re-check that ends it.
 
-The consumer calls these through `database_sync_to_async`. The domain models are imported
-lazily so that `events` depends on `runs` only here, and only on its models.
+A socket is authenticated by a Django session (same-origin pages), a REST token, or a
+short-lived signed socket token. `recheck` re-reads, in one batch for every open socket of a
+process, whether each user is still active, which projects they belong to, and whether the
+token or session still holds. Synchronous ORM code: the hub calls it from a worker thread.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from django.contrib.sessions.backends.db import SessionStore as DBSessionStore
 from django.core import signing
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
+from rest_framework.authtoken.models import Token
 
-from .bus import LoggedEvent
-from .models import Event
+from runs import access
 
 SOCKET_TOKEN_PREFIX = "wst."
 SOCKET_TOKEN_SALT = "researchflow.events.socket-token"
@@ -62,8 +64,6 @@ def make_socket_token(user: Any) -> str:
 
 def resolve_token(token: str) -> Credential | None:
     """A REST API token or a socket token → the active user it names, or None."""
-    from rest_framework.authtoken.models import Token
-
     if not isinstance(token, str) or not 1 <= len(token) <= 512:
         return None
     if token.startswith(SOCKET_TOKEN_PREFIX):
@@ -83,25 +83,6 @@ def resolve_token(token: str) -> Credential | None:
     return Credential(found.user, "rest-token", token)
 
 
-def visible_projects(user: Any) -> frozenset[str] | None:
-    """The projects whose events the user may see; None means every project (staff)."""
-    from runs.models import Membership
-
-    if user.is_staff:
-        return None
-    return frozenset(Membership.objects.filter(user=user).values_list("project_id", flat=True))
-
-
-def run_project(run_id: str) -> str | None:
-    from runs.models import Run
-
-    return Run.objects.filter(pk=run_id).values_list("project_id", flat=True).first()
-
-
-def user_by_id(user_id: int) -> Any:
-    return get_user_model().objects.filter(pk=user_id).first()
-
-
 @dataclass(frozen=True, slots=True)
 class Standing:
     active: bool
@@ -118,21 +99,13 @@ def recheck(
     session refs) still valid. With the database session engine that is one query per kind
     (users, memberships, tokens, sessions) whatever the number of sockets.
     """
-    from rest_framework.authtoken.models import Token
-
-    from runs.models import Membership
-
     ids = set(user_ids)
     users = (
         get_user_model()
         .objects.filter(pk__in=ids)
         .values_list("pk", "is_active", "is_staff", "password")
     )
-    projects: dict[int, set[str]] = {uid: set() for uid in ids}
-    for uid, project_id in Membership.objects.filter(user_id__in=ids).values_list(
-        "user_id", "project_id"
-    ):
-        projects[uid].add(project_id)
+    projects = access.memberships(ids)
     standing: dict[int, Standing] = {}
     passwords: dict[int, str] = {}
     for pk, active, staff, password in users:
@@ -190,32 +163,3 @@ def _verifies(ref: SessionRef, data: dict[str, Any], password: str | None) -> bo
         )
         for secret in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
     )
-
-
-def log_bounds() -> tuple[int, int]:
-    """(the position retention pruned through; the newest position)."""
-    from django.db.models import Max
-
-    from .models import EventLogState
-
-    agg = Event.objects.aggregate(hi=Max("position"))
-    pruned = EventLogState.pruned_through_id()
-    return pruned, agg["hi"] or 0
-
-
-def log_after(
-    after: int,
-    *,
-    projects: frozenset[str] | None,
-    run_id: str | None,
-    types: Iterable[str],
-    limit: int,
-) -> list[LoggedEvent]:
-    """Events with position > after that a socket may see and subscribed to, in log order.
-    (Unpositioned rows, NULL, never match `>`: they are not in the log yet.)"""
-    rows = Event.objects.filter(position__gt=after, type__in=list(types)).order_by("position")
-    if projects is not None:
-        rows = rows.filter(project_id__in=list(projects))
-    if run_id is not None:
-        rows = rows.filter(run_id=run_id)
-    return [LoggedEvent.from_row(row) for row in rows[:limit]]
