@@ -1,8 +1,8 @@
 """Bench-only: the project's ASGI app served by uvicorn with proposed changes switched on one
 at a time, so bench/fanout.py can measure what each is worth before anyone edits the project.
-Not used by the project; the real entry point stays `manage.py serve`. The switches below were
-measured against the tree before 80286ac, which then applied them (docs/benchmarks.md); on
-today's tree they are mostly no-ops, and the file stays as the way to try the next idea.
+Not used by the project; the real entry point stays `manage.py serve`. Each switch below is
+off unless given, so the variant without switches is the project as it serves; a switch the
+project has since adopted is a no-op (docs/benchmarks.md has what each was worth when tried).
 
     python bench/_variant_server.py --port P [--no-session-send-wrapper] [--ws websockets-sansio]
 
@@ -10,8 +10,8 @@ today's tree they are mostly no-ops, and the file stays as the way to try the ne
   SessionMiddleware does not wrap `send` for WebSocket scopes. Its wrapper only ever acts on
   `http.response.start` (session save and cookie), yet it runs on every `websocket.send`
   (two LazyObject lookups and `is_empty()` per frame).
---ws: uvicorn's WebSocket implementation (default "websockets-sansio", as `serve.py` since
-  e9586d6; before that the project used "websockets", the legacy one).
+--ws: uvicorn's WebSocket implementation (default "websockets-sansio", as `serve.py` runs;
+  "websockets" is the legacy one).
 --gc-freeze: move start-up objects out of the cyclic GC's reach and collect less often.
 --plain-settings: the consumer reads settings from a plain namespace (no LazyObject per read).
 --persistent-db: keep SQLite connections open (CONN_MAX_AGE=None).

@@ -24,9 +24,9 @@ if os.environ.get("RESEARCHFLOW_GC_TUNING") == "1":  # set by `manage.py serve`,
     import gc
 
     # Everything imported so far (Django, DRF, pydantic models) lives as long as the process:
-    # freeze it out of the collector, and collect less often. Without this, generation-2
-    # collections over a thousand sockets' objects stalled the loop ~100 ms every few seconds
-    # (steady-rate p99 435 ms → 18 ms in docs/benchmarks.md).
+    # freeze it out of the collector, and collect less often. A generation-2 collection walks
+    # every socket's objects and stops the loop while it does: with a thousand sockets that is
+    # ~100 ms, which no steady-rate latency target survives.
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

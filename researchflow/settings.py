@@ -134,8 +134,9 @@ def _database_config() -> dict[str, object]:
             raise ImproperlyConfigured(
                 "DATABASE_URL: an in-memory SQLite database cannot be shared"
             )
-    # Persistent connections for both engines: reopening SQLite on every ORM call from async
-    # code (database_sync_to_async closes "old" connections) halved the socket auth rate.
+    # Persistent connections for both engines: with CONN_MAX_AGE=0 every ORM call from async
+    # code (database_sync_to_async closes "old" connections) reopens SQLite and reruns its
+    # PRAGMAs, which costs the socket auth path more than the queries themselves.
     config["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 60)
     config["CONN_HEALTH_CHECKS"] = True
     return config

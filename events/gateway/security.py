@@ -83,9 +83,10 @@ class SocketSessionMiddleware(SessionMiddleware):
     """channels' SessionMiddleware, minus its `send` wrapper.
 
     The wrapper exists to save a modified session on an HTTP response; a socket never saves one,
-    yet it read `scope["session"]` through a LazyObject on every `websocket.send` — measured at
-    65 % of the server's CPU during fan-out (docs/benchmarks.md). The session is still resolved
-    for the scope, so the session cookie authenticates the socket as before.
+    yet the wrapper reads `scope["session"]` through a LazyObject on every `websocket.send`.
+    Nothing may stand between the consumer and the server's `send` per frame: fan-out calls it
+    once per socket per event, so any per-frame wrapper costs more than the frame itself. The
+    session is still resolved for the scope, so the session cookie authenticates the socket.
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
@@ -115,10 +116,10 @@ class SocketGate:
     """The origin policy, the cookies and, without a session cookie, the anonymous user, in one
     scope copy.
 
-    This replaces a chain of three middlewares (the origin policy, channels' CookieMiddleware and
-    an anonymous-user shortcut) that copied the scope three times, the cookie-less one with its
-    header list too; every copy stayed alive as long as the socket, held by the frame awaiting
-    the next layer (~2 KiB per idle socket, docs/benchmarks.md). A session cookie still goes
+    One copy, not one per middleware: every scope copy a middleware makes stays alive as long
+    as the socket (held by the frame awaiting the next layer), so each extra layer that copies
+    the scope, or its header list, is per-socket memory. The header list is copied only when a
+    cookie must be dropped. A session cookie still goes
     through `with_session` (session, then user, in a database thread); any other socket is
     anonymous at once, with no look-up on the accept path.
     """
