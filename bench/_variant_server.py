@@ -42,8 +42,8 @@ def build_app(no_session_send_wrapper: bool) -> Any:
     from events.gateway.routing import websocket_urlpatterns
     from events.gateway.security import socket_auth_stack
 
-    # Since 80286ac this is the project's own stack (events.gateway.security.socket_auth_stack): the
-    # switch now measures nothing new and stays so older commands still run.
+    # The project's own stack (events.gateway.security.socket_auth_stack) has no such wrapper:
+    # the switch measures nothing new and stays so that recorded commands still run.
     socket_stack = socket_auth_stack(URLRouter(websocket_urlpatterns))
     return ProtocolTypeRouter({"http": django_asgi_app, "websocket": socket_stack})
 
@@ -96,7 +96,7 @@ def install_tracemalloc() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--ws", default="websockets-sansio")  # as serve.py since e9586d6
+    parser.add_argument("--ws", default="websockets-sansio")  # as serve.py runs
     parser.add_argument("--no-session-send-wrapper", action="store_true")
     parser.add_argument(
         "--gc-freeze",

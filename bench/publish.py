@@ -208,7 +208,8 @@ def breakdown(bus: Any, items: list[dict[str, Any]], *, hub: bool = True) -> dic
         (QuerySet, "aggregate"): QuerySet.aggregate,
         (QuerySet, "create"): QuerySet.create,
     }
-    # Since 5ef1733 the bus does both in raw SQL through these helpers: time them instead.
+    # The bus runs both in raw SQL through these helpers (the ORM entries above time trees
+    # that used the ORM): time them where they exist.
     for attr in ("_log_head", "_insert_event"):
         if hasattr(busmod, attr):
             saved[(busmod, attr)] = getattr(busmod, attr)
