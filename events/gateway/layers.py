@@ -4,8 +4,9 @@ channels' `InMemoryChannelLayer.group_send` starts a task per group member and c
 with `asyncio.as_completed`, and `send` deep-copies every message. Here the one group member
 is the process's event hub, and the hub's messages are flat dicts of strings and numbers
 (`LoggedEvent.to_message`), or lists of them (`events.gateway.hub.layer_message`). Every
-published event passes through here on the publisher's core, so it must stay free of a task,
-a future or a `deepcopy` per message: those would cost more than the hub's own work per event.
+published event passes through here, on the hub's loop in the publishing process, so it must
+stay free of a task, a future or a `deepcopy` per message: those would cost more than the
+hub's own work per event.
 
 Same semantics: an in-memory `send` never waits (a full channel raises `ChannelFull` at
 once), so sending to the members in turn is what the tasks did, in group order; a shallow
