@@ -12,13 +12,14 @@ django_asgi_app = get_asgi_application()  # sets up Django before the consumer i
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from events.gateway import layers, servers  # noqa: E402
 from events.gateway.routing import known_paths_only, websocket_urlpatterns  # noqa: E402
 from events.gateway.security import socket_auth_stack  # noqa: E402
-from events.gateway.servers import daphne as daphne_compat  # noqa: E402
-from events.gateway.servers import uvicorn as uvicorn_compat  # noqa: E402
 
-daphne_compat.install()
-uvicorn_compat.install()
+# Patches of the running server's internals and the channels release layers.py copies from,
+# each checked against the installed release: a mismatch stops the start here.
+servers.install_for(servers.serving())
+layers.check()
 
 if os.environ.get("RESEARCHFLOW_GC_TUNING") == "1":  # set by `manage.py serve`, in every worker
     import gc

@@ -325,7 +325,7 @@ EVENT_RETENTION_DAYS = envint("EVENT_RETENTION_DAYS", 7, minimum=1)
 WS_RESUME_MAX_EVENTS = envint("WS_RESUME_MAX_EVENTS", 10_000, minimum=1)
 WS_AUTH_TIMEOUT = envfloat("WS_AUTH_TIMEOUT", 10.0, minimum=0.01)
 # Seconds a client has to send a complete request head (the WebSocket handshake request) after
-# connecting; then the connection is closed (events/gateway/servers/handshake.py, both servers).
+# connecting; then the connection is closed (events/gateway/servers/{uvicorn,daphne}_handshake.py).
 WS_HANDSHAKE_TIMEOUT = envfloat("WS_HANDSHAKE_TIMEOUT", 10.0, minimum=0.1)
 WS_HEARTBEAT_TIMEOUT = envfloat("WS_HEARTBEAT_TIMEOUT", 60.0, minimum=0.01)
 WS_MAX_CONNECTIONS_PER_USER = envint("WS_MAX_CONNECTIONS_PER_USER", 100)
@@ -345,7 +345,7 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "") or None
 # Every record passes researchflow.log_hygiene's filter on its way out: request paths, methods
 # and the like are client text and reach a log only as ids and our own route words. uvicorn's
 # loggers keep their own handlers and levels (naming them here would reset uvicorn.error's
-# level); events/gateway/servers/uvicorn.py puts the same filter on those handlers.
+# level); events/gateway/servers/uvicorn_logs.py puts the same filter on those handlers.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -86,3 +86,24 @@ async def test_a_batch_message_is_copied_level_by_level() -> None:
         "events": [{"type": "rf.event", "id": i, "frame": "{}"} for i in range(3)],
     }
     assert got["events"] is not events
+
+
+def test_upstream_is_still_the_code_the_subclass_copies() -> None:
+    """layers.py rewrites channels 4.3's send/group_send; if upstream changes them (or the
+    internals they use), re-read it before moving layers.WRITTEN_FOR."""
+    import inspect
+
+    from channels.layers import InMemoryChannelLayer as Upstream
+
+    send = inspect.getsource(Upstream.send)
+    assert "self.channels.setdefault(" in send
+    assert "asyncio.Queue(maxsize=self.get_capacity(channel))" in send
+    assert "queue.put_nowait((time.time() + self.expiry, deepcopy(message)))" in send
+    assert "raise ChannelFull(channel)" in send
+    group_send = inspect.getsource(Upstream.group_send)
+    assert "self._clean_expired()" in group_send
+    assert "for channel in self.groups[group].keys():" in group_send
+    assert "except ChannelFull:\n                pass" in group_send
+    layer = Upstream()
+    assert isinstance(layer.channels, dict) and isinstance(layer.groups, dict)
+    assert layer.expiry == 60

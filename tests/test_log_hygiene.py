@@ -164,12 +164,12 @@ def test_uvicorn_still_logs_what_the_filter_expects() -> None:
 
 
 def test_uvicorns_handlers_carry_the_filter() -> None:
-    from events.gateway.servers import uvicorn as uvicorn_compat
+    from events.gateway.servers import uvicorn_logs
 
     handler = logging.StreamHandler(io.StringIO())
     logging.getLogger("uvicorn.access").addHandler(handler)
     try:
-        uvicorn_compat._filter_server_logs()
+        uvicorn_logs.install()
         assert any(isinstance(f, RequestTextFilter) for f in handler.filters)
     finally:
         logging.getLogger("uvicorn.access").removeHandler(handler)

@@ -100,8 +100,8 @@ async def test_idle_sockets_hold_no_dispatch_task_or_scope_copies(world: Any) ->
 
 
 def test_uvicorn_reads_the_handshake_only_before_the_keepalive_starts() -> None:
-    # events/gateway/servers/uvicorn.py drops the protocol's handshake request/response once
-    # start_keepalive() runs; that is sound only while uvicorn reads them no later.
+    # events/gateway/servers/uvicorn_keepalive.py drops the protocol's handshake request and
+    # response once start_keepalive() runs; sound only while uvicorn reads them no later.
     from uvicorn.protocols.websockets import websockets_sansio_impl as impl
 
     tree = ast.parse(inspect.getsource(impl.WebSocketsSansIOProtocol))
@@ -132,9 +132,9 @@ async def test_uvicorn_sockets_forget_the_handshake_and_keep_working() -> None:
     import uvicorn
     import websockets
 
-    from events.gateway.servers import uvicorn as uvicorn_compat
+    from events.gateway.servers import uvicorn_keepalive
 
-    uvicorn_compat.install()
+    uvicorn_keepalive.install()
 
     async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert (await receive())["type"] == "websocket.connect"

@@ -14,6 +14,11 @@ copy of a dict whose values are all immutable is a deep copy, and so is copying 
 lists of them level by level. Upstream skips a full channel
 silently; here it is counted too (`researchflow_channel_layer_errors_total{op="channel_full"}`)
 — the hub repairs what a full channel lost from the log either way.
+
+What must stay true (tests/test_layers.py reads upstream's source): `send` and `group_send`
+below are channels 4.3's with the two changes above, and lean on its internals (`channels`,
+`groups`, `expiry`, `get_capacity`, `_clean_expired`). So the class refuses any other channels
+release (`check`, run at start by researchflow/asgi.py and again when a layer is built).
 """
 
 from __future__ import annotations
@@ -27,6 +32,16 @@ from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as _UpstreamInMemoryChannelLayer
 
 from events import metrics
+
+from .servers.versions import require
+
+WRITTEN_FOR = {"channels": "4.3.2"}
+CHECKED_BY = "tests/test_layers.py"
+
+
+def check() -> None:
+    require(__name__, WRITTEN_FOR, CHECKED_BY)
+
 
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 
@@ -52,6 +67,10 @@ def _copy_nested(value: Any) -> Any:
 
 
 class InMemoryChannelLayer(_UpstreamInMemoryChannelLayer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check()
+        super().__init__(*args, **kwargs)
+
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         # As upstream (channels 4.3), with `_copy` for `deepcopy`.
         assert isinstance(message, dict), "message is not a dict"

@@ -23,7 +23,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from events import metrics
-from events.gateway.servers.handshake import HeadDeadlineProtocol
+from events.gateway import servers
+from events.gateway.servers.uvicorn_handshake import HeadDeadlineProtocol
 
 APP = "researchflow.asgi:application"
 
@@ -74,6 +75,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = options["host"], options["port"]
+        # The server's patches refuse releases they were not written for: say so here, once,
+        # before a server or its workers start (each checks again as it loads the app).
+        servers.check(options["server"])
         # Read by researchflow/asgi.py in this process and in every uvicorn worker.
         os.environ["RESEARCHFLOW_GC_TUNING"] = "1"
         if options["server"] == "daphne":

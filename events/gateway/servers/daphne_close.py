@@ -5,13 +5,20 @@ so under daphne a consumer's `close(code=1009)` raised inside daphne and the cli
 close frame at all. These four codes are the ones an endpoint is meant to send for going away,
 policy violations, oversized messages and server errors; `sendCloseFrame()` sends them with the
 same state handling, minus the range check. uvicorn needs no help.
+
+What must stay true (tests/test_server_compat.py reads it): daphne's `serverClose(code)` is
+how an ASGI `websocket.close` reaches autobahn, and autobahn's `sendCloseFrame(code=,
+isReply=)` writes a close frame without checking the code's range.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .handshake import install_daphne
+from .versions import require
+
+WRITTEN_FOR = {"daphne": "4.2.3", "autobahn": "26.10.2"}
+CHECKED_BY = "tests/test_server_compat.py"
 
 PROTOCOL_CLOSE_CODES = frozenset({1001, 1008, 1009, 1011})
 _installed = False
@@ -19,12 +26,11 @@ _installed = False
 
 def install() -> None:
     global _installed
+    require(__name__, WRITTEN_FOR, CHECKED_BY)
     if _installed:
         return
-    try:
-        from daphne.ws_protocol import WebSocketProtocol
-    except ImportError:  # daphne not installed: nothing to fix
-        return
+    from daphne.ws_protocol import WebSocketProtocol
+
     original = WebSocketProtocol.serverClose
 
     def server_close(self: Any, code: int | None = None) -> None:
@@ -34,22 +40,4 @@ def install() -> None:
         original(self, code)
 
     WebSocketProtocol.serverClose = server_close
-    _skip_frame_log_highlighting()
-    install_daphne()  # the request-head deadline (WS_HANDSHAKE_TIMEOUT)
     _installed = True
-
-
-def _skip_frame_log_highlighting() -> None:
-    """autobahn logs every frame it writes at debug level, and builds the message's arguments
-    first: `hltype(self.sendData)`, `hlval(self.peer)`, `hlval(len(data))`, each a
-    click.style() call, even though its logger drops debug messages unseen. That was ~10 % of
-    daphne's CPU while fanning out (docs/benchmarks.md, fan-out). The arguments are handed over
-    unstyled instead: a debug log, if ever enabled, shows the same values without colour."""
-    from autobahn.websocket import protocol
-
-    protocol.hltype = _unstyled  # type: ignore[assignment]
-    protocol.hlval = _unstyled  # type: ignore[assignment]
-
-
-def _unstyled(value: Any, *_args: Any, **_kwargs: Any) -> Any:
-    return value
