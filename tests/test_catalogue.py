@@ -7,13 +7,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from events.asyncapi import (
-    CLIENT_MESSAGES,
-    SERVER_MESSAGES,
-    asyncapi_document,
-    event_json_schema,
-)
+from events.asyncapi import asyncapi_document, event_json_schema
 from events.gateway.consumer import _HANDLERS
+from events.protocol import CLIENT_MESSAGES, SERVER_MESSAGES
 from events.schemas import EVENT_TYPES, PAYLOAD_MODELS
 from tests.test_schemas import VALID
 
