@@ -201,7 +201,7 @@ class ServerPayload(BaseModel):
 
 
 class Pong(ServerPayload):
-    """`{}`"""
+    """The answer to `ping`."""
 
 
 class ConnectionEstablished(ServerPayload):
@@ -230,6 +230,15 @@ class AuthFailed(ServerPayload):
 class SubscriptionChange(ServerPayload):
     """The target of the change, and `subscriptions`: the socket's full sorted list of types
     and categories after it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["eventType", "subscriptions"]},
+                {"required": ["eventCategory", "subscriptions"]},
+            ]
+        }
+    )
 
     event_type: EventTypeName | SkipJsonSchema[None] = None
     event_category: EventCategoryName | SkipJsonSchema[None] = None

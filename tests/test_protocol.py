@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from devtools import protocol_doc
 from events.asyncapi import asyncapi_document
 from events.limits import MAX_EVENT_ID, MAX_LIST_ITEMS
 from events.protocol import (
@@ -231,15 +232,23 @@ def test_every_error_code_the_server_sends_is_listed() -> None:
 
 
 def _check_server_frame(frame: dict[str, Any]) -> None:
+    """The frame validates against its model and against the AsyncAPI document's schema."""
+    doc = asyncapi_document()
     if "id" in frame:
         parse_event(frame)
-        return
-    assert set(frame) == {"type", "timestamp", "payload"}
-    model = SERVER_MESSAGES[frame["type"]]
-    try:
-        model.model_validate(frame["payload"], by_alias=True)
-    except ValidationError as exc:  # pragma: no cover - the assertion's message
-        raise AssertionError(f"{frame['type']}: {exc}") from None
+        name = "event_" + frame["type"].replace(".", "_")
+    else:
+        model = SERVER_MESSAGES[frame["type"]]
+        try:
+            model.model_validate(frame["payload"], by_alias=True)
+        except ValidationError as exc:  # pragma: no cover - the assertion's message
+            raise AssertionError(f"{frame['type']}: {exc}") from None
+        name = "server_" + frame["type"].replace(".", "_")
+    schema = {
+        **doc["components"]["messages"][name]["payload"],
+        "$defs": doc["components"]["schemas"],
+    }
+    jsonschema.Draft202012Validator(_local_refs(schema)).validate(frame)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -280,3 +289,13 @@ async def test_every_frame_of_a_session_matches_its_model(world: Any, settings: 
     ]
     for frame in frames:
         _check_server_frame(frame)
+
+
+def test_the_committed_protocol_doc_is_generated_from_the_models() -> None:
+    current = protocol_doc.DOC.read_text()
+    assert protocol_doc.render(current) == current, "run: python -m devtools.protocol_doc"
+
+
+def test_the_doc_generator_refuses_a_doc_without_its_sections() -> None:
+    with pytest.raises(ValueError, match="sections"):
+        protocol_doc.render("# protocol\n")
