@@ -89,6 +89,34 @@ def test_it_names_every_client_field_when_refusing_its_value(msg_type: str, fiel
         assert error.details["allowed"]
 
 
+@pytest.mark.parametrize(
+    ("msg_type", "payload", "code", "message"),
+    [
+        ("auth", {"token": 5, "x": 1}, "invalid_message", "unknown payload fields; allowed: "),
+        (
+            "subscribe",
+            {"eventType": "x", "eventCategory": "y"},
+            "invalid_message",
+            "give exactly one of eventType or eventCategory",
+        ),
+        ("auth", {"lastEventId": 1.0, "token": 5}, "invalid_message", "auth.token must be"),
+        (
+            "auth",
+            {"eventCategories": "y", "eventTypes": ["x"]},
+            "unknown_event_type",
+            "auth.eventTypes: unknown name",
+        ),
+        ("auth", {"eventTypes": ["x"] * 65}, "invalid_message", "auth.eventTypes: at most 64"),
+    ],
+)
+def test_it_reports_the_first_broken_rule_in_the_documented_order(
+    msg_type: str, payload: dict[str, Any], code: str, message: str
+) -> None:
+    # Unknown fields, then the payload's own rule, then fields in the order they are listed.
+    error = _refusal(msg_type, payload)
+    assert (error.code, str(error)[: len(message)]) == (code, message)
+
+
 def test_it_never_echoes_a_value_the_client_sent() -> None:
     secret = "John Smith MRN 1234567"
     cases: list[tuple[str, dict[str, Any]]] = [
