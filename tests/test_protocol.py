@@ -327,3 +327,19 @@ def test_the_committed_protocol_doc_is_generated_from_the_models() -> None:
 def test_the_doc_generator_refuses_a_doc_without_its_sections() -> None:
     with pytest.raises(ValueError, match="sections"):
         protocol_doc.render("# protocol\n")
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "payload"),
+    [
+        ("auth", {"lastEventId": 1.0}),
+        ("auth", {"eventTypes": ["run.created"] * (MAX_LIST_ITEMS + 1)}),
+        ("auth", {"eventTypes": "run.created"}),
+        ("auth", {"projectId": 5}),
+    ],
+)
+def test_the_docs_limits_table_quotes_the_real_refusals(
+    msg_type: str, payload: dict[str, Any]
+) -> None:
+    # The limits table in docs/protocol.md is prose with examples: each must be what is sent.
+    assert f"`{_refusal(msg_type, payload)}`" in protocol_doc.DOC.read_text()
