@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     AfterValidator,
@@ -74,16 +74,6 @@ RUN_EVENTS = "RUN_EVENTS"
 STAGE_EVENTS = "STAGE_EVENTS"
 ARTIFACT_EVENTS = "ARTIFACT_EVENTS"
 GOVERNANCE_EVENTS = "GOVERNANCE_EVENTS"
-
-# The one mapping of categories to types, used by the bus, the gateway, the API and the docs.
-EVENT_CATEGORIES: dict[str, tuple[str, ...]] = {
-    RUN_EVENTS: ("run.created", "run.started", "run.completed", "run.failed"),
-    STAGE_EVENTS: ("stage.started", "stage.progress", "stage.completed", "stage.failed"),
-    ARTIFACT_EVENTS: ("artifact.created",),
-    GOVERNANCE_EVENTS: ("governance.required", "approval.granted", "approval.denied"),
-}
-CATEGORY_OF: dict[str, str] = {t: c for c, types in EVENT_CATEGORIES.items() for t in types}
-EVENT_TYPES: tuple[str, ...] = tuple(CATEGORY_OF)
 
 ID_PREFIXES = {"run": "run", "project": "prj", "stage": "stg", "artifact": "art", "gov": "gov"}
 _ID = r"_[0-9a-z]{20}"
@@ -254,36 +244,40 @@ class ApprovalDecision(Payload):
     reason_code: ReasonCode | None = None
 
 
-PAYLOAD_MODELS: dict[str, type[Payload]] = {
-    "run.created": RunCreated,
-    "run.started": RunStarted,
-    "run.completed": RunCompleted,
-    "run.failed": RunFailed,
-    "stage.started": StageStarted,
-    "stage.progress": StageProgress,
-    "stage.completed": StageCompleted,
-    "stage.failed": StageFailed,
-    "artifact.created": ArtifactCreated,
-    "governance.required": GovernanceRequired,
-    "approval.granted": ApprovalDecision,
-    "approval.denied": ApprovalDecision,
+# The event catalogue, in one place: every event type, its category and its payload model.
+# Everything else (the bus, the gateway, the socket protocol's models, the API, the AsyncAPI
+# document, docs/protocol.md) derives from it; the JS client's copy is checked against it
+# (tests/test_catalogue.py).
+EVENT_CATALOGUE: dict[str, tuple[str, type[Payload]]] = {
+    "run.created": (RUN_EVENTS, RunCreated),
+    "run.started": (RUN_EVENTS, RunStarted),
+    "run.completed": (RUN_EVENTS, RunCompleted),
+    "run.failed": (RUN_EVENTS, RunFailed),
+    "stage.started": (STAGE_EVENTS, StageStarted),
+    "stage.progress": (STAGE_EVENTS, StageProgress),
+    "stage.completed": (STAGE_EVENTS, StageCompleted),
+    "stage.failed": (STAGE_EVENTS, StageFailed),
+    "artifact.created": (ARTIFACT_EVENTS, ArtifactCreated),
+    "governance.required": (GOVERNANCE_EVENTS, GovernanceRequired),
+    "approval.granted": (GOVERNANCE_EVENTS, ApprovalDecision),
+    "approval.denied": (GOVERNANCE_EVENTS, ApprovalDecision),
 }
-assert set(PAYLOAD_MODELS) == set(EVENT_TYPES)
+EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CATALOGUE)
+CATEGORY_OF: dict[str, str] = {t: category for t, (category, _) in EVENT_CATALOGUE.items()}
+PAYLOAD_MODELS: dict[str, type[Payload]] = {t: model for t, (_, model) in EVENT_CATALOGUE.items()}
+EVENT_CATEGORIES: dict[str, tuple[str, ...]] = {
+    category: tuple(t for t in EVENT_TYPES if CATEGORY_OF[t] == category)
+    for category in dict.fromkeys(CATEGORY_OF.values())
+}
 
-EventType: TypeAlias = Literal[
-    "run.created",
-    "run.started",
-    "run.completed",
-    "run.failed",
-    "stage.started",
-    "stage.progress",
-    "stage.completed",
-    "stage.failed",
-    "artifact.created",
-    "governance.required",
-    "approval.granted",
-    "approval.denied",
-]
+# The catalogue's names as types, for models that take an event type or category name (the
+# envelope, the socket protocol's messages). Built from the catalogue, so mypy sees plain str.
+if TYPE_CHECKING:
+    EventTypeName: TypeAlias = str
+    EventCategoryName: TypeAlias = str
+else:
+    EventTypeName = Literal[EVENT_TYPES]
+    EventCategoryName = Literal[tuple(EVENT_CATEGORIES)]
 
 
 class EventRejected(ValueError):
@@ -302,7 +296,7 @@ class EventEnvelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[int, Field(ge=1)] | None = None
-    type: EventType
+    type: EventTypeName
     timestamp: Timestamp
     payload: Payload
 

@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from events.gateway.origins import parse_origin
+from events.limits import MAX_FRAME_BYTES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("RESEARCHFLOW_VAR_DIR", BASE_DIR / "var"))
@@ -332,7 +333,7 @@ WS_MAX_CONNECTIONS_PER_USER = envint("WS_MAX_CONNECTIONS_PER_USER", 100)
 WS_RATE_LIMIT = envfloat("WS_RATE_LIMIT", 20.0, minimum=0.01)
 WS_RATE_BURST = envint("WS_RATE_BURST", 40, minimum=1)
 WS_SEND_QUEUE = envint("WS_SEND_QUEUE", 1000, minimum=1)
-WS_MAX_FRAME_BYTES = 64 * 1024
+WS_MAX_FRAME_BYTES = MAX_FRAME_BYTES  # the protocol's limit (events/limits.py)
 # How often a process re-checks the log for events its hub has not received (lost
 # pub/sub messages, a dropped tail), and how long it waits for an out-of-order event.
 WS_GAP_CHECK_INTERVAL = envfloat("WS_GAP_CHECK_INTERVAL", 2.0, minimum=0.05)

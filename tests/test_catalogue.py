@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
-from events.asyncapi import (
-    CLIENT_MESSAGES,
-    SERVER_MESSAGES,
-    asyncapi_document,
-    event_json_schema,
-)
+from events.asyncapi import asyncapi_document, event_json_schema
 from events.gateway.consumer import _HANDLERS
-from events.schemas import EVENT_TYPES, PAYLOAD_MODELS
+from events.protocol import CLIENT_MESSAGES, SERVER_MESSAGES
+from events.schemas import EVENT_CATEGORIES, EVENT_TYPES, PAYLOAD_MODELS
 from tests.test_schemas import VALID
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_it_describes_every_client_message_the_consumer_handles() -> None:
@@ -75,3 +77,25 @@ def test_it_is_served_at_api_asyncapi_json(client: Any) -> None:
     response = client.get("/api/asyncapi.json")
     assert response.status_code == 200
     assert response.json() == asyncapi_document()
+
+
+def test_the_js_client_lists_the_catalogues_event_types_and_categories() -> None:
+    # The client's own module, evaluated by node (the JS tests need it too): its exported
+    # EVENT_CATEGORIES and EVENT_TYPES must be the catalogue, in the catalogue's order.
+    node = shutil.which("node")
+    assert node, "node is needed to read the JS client's catalogue (scripts/bootstrap.sh)"
+    script = (
+        f"import('{(ROOT / 'static/researchflow/run-events.js').as_uri()}').then((m) => "
+        "process.stdout.write(JSON.stringify("
+        "{categories: m.EVENT_CATEGORIES, types: m.EVENT_TYPES})))"
+    )
+    out = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        capture_output=True,
+        check=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    client = json.loads(out)
+    assert client["categories"] == {c: list(types) for c, types in EVENT_CATEGORIES.items()}
+    assert client["types"] == list(EVENT_TYPES)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from events.asyncapi import CLIENT_MESSAGES
+from events.asyncapi import asyncapi_document
 from events.limits import MAX_EVENT_ID, MAX_LIST_ITEMS
 from researchflow.asgi import application
 from tests.ws_helpers import authed_socket, open_socket, request
@@ -84,9 +84,12 @@ async def test_it_says_a_list_field_must_be_a_list() -> None:
 
 
 def test_the_asyncapi_schema_states_the_same_limits() -> None:
-    auth = CLIENT_MESSAGES["auth"]["properties"]
-    for schema in (auth["lastEventId"], CLIENT_MESSAGES["resume"]["properties"]["lastEventId"]):
+    schemas = asyncapi_document()["components"]["schemas"]
+    auth = schemas["Auth"]["properties"]
+    integer, _null = auth["lastEventId"]["anyOf"]
+    for schema in (integer, schemas["Resume"]["properties"]["lastEventId"]):
         assert schema["type"] == "integer"
         assert (schema["minimum"], schema["maximum"]) == (0, MAX_EVENT_ID)
-    assert auth["eventTypes"]["maxItems"] == MAX_LIST_ITEMS
-    assert auth["eventCategories"]["maxItems"] == MAX_LIST_ITEMS
+    for field in ("eventTypes", "eventCategories"):
+        array, _null = auth[field]["anyOf"]
+        assert array["maxItems"] == MAX_LIST_ITEMS

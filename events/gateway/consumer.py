@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import orjson
@@ -28,18 +28,16 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from events import log, metrics
-from events.limits import MAX_EVENT_ID, MAX_LIST_ITEMS
+from events import log, metrics, protocol
+from events.protocol import PROTOCOL_VERSION, ProtocolError
 from events.record import LoggedEvent
-from events.schemas import CATEGORY_OF, EVENT_CATEGORIES, iso_timestamp
+from events.schemas import EVENT_CATEGORIES, iso_timestamp
 from runs import access
 
 from . import credentials
 from .hub import Hub
 
 logger = logging.getLogger(__name__)
-
-PROTOCOL_VERSION = "1.0"
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
@@ -49,19 +47,9 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
 
-AUTH_FIELDS = frozenset(
-    {"token", "userId", "projectId", "runId", "lastEventId", "eventTypes", "eventCategories"}
-)
 _NO_LAYER = (
     "researchflow.no-per-socket-channel"  # an alias with no config: get_channel_layer → None
 )
-
-
-class ProtocolError(Exception):
-    def __init__(self, code: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.details = details
 
 
 def _now_frame(msg_type: str, payload: dict[str, Any]) -> str:
@@ -327,36 +315,18 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         return False
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if not isinstance(content, dict):
-            raise ProtocolError("invalid_message", "a message must be a JSON object")
-        msg_type = content.get("type")
-        if not isinstance(msg_type, str):
-            raise ProtocolError("invalid_message", "a message needs a string 'type'")
-        extra = set(content) - {"type", "payload"}
-        if extra:
-            raise ProtocolError(
-                "invalid_message", "unknown top-level fields", fields=sorted(extra)[:10]
-            )
-        payload = content.get("payload", {})
-        if payload is None:
-            payload = {}
-        if not isinstance(payload, dict):
-            raise ProtocolError("invalid_message", "'payload' must be an object")
+        # Validation is events/protocol.py's, all of it: a handler gets a valid payload model.
+        msg_type, payload = protocol.envelope(content)
         handler = _HANDLERS.get(msg_type)
         metrics.INBOUND.labels(type=msg_type if handler else "unknown").inc()
         if handler is None:
-            raise ProtocolError(
-                "unknown_type",
-                f"unknown message type; expected one of {', '.join(sorted(_HANDLERS))}",
-            )
-        await handler(self, payload)
+            raise protocol.unknown_type()
+        await handler(self, protocol.client_payload(msg_type, payload))
 
-    async def _on_ping(self, payload: dict[str, Any]) -> None:
-        _only(payload, set())
+    async def _on_ping(self, payload: protocol.NoPayload) -> None:
         self._push(_now_frame("pong", {}))
 
-    async def _on_get_status(self, payload: dict[str, Any]) -> None:
-        _only(payload, set())
+    async def _on_get_status(self, payload: protocol.NoPayload) -> None:
         self._push(
             _now_frame(
                 "status",
@@ -372,8 +342,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             )
         )
 
-    async def _on_subscribe(self, payload: dict[str, Any]) -> None:
-        key, name = _subscription_target(payload)
+    async def _on_subscribe(self, payload: protocol.SubscriptionTarget) -> None:
+        key, name = payload.target()
         self.subscriptions.add(name)
         self._recompute_types()
         self._push(
@@ -382,8 +352,8 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             )
         )
 
-    async def _on_unsubscribe(self, payload: dict[str, Any]) -> None:
-        key, name = _subscription_target(payload)
+    async def _on_unsubscribe(self, payload: protocol.SubscriptionTarget) -> None:
+        key, name = payload.target()
         if name not in self.subscriptions:
             raise ProtocolError("not_subscribed", f"not subscribed to {name}", **{key: name})
         self.subscriptions.discard(name)
@@ -394,16 +364,12 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             )
         )
 
-    async def _on_auth(self, payload: dict[str, Any]) -> None:
-        _only(payload, AUTH_FIELDS)
-        for field in ("token", "userId", "projectId", "runId"):
-            if payload.get(field) is not None and not isinstance(payload[field], str):
-                raise ProtocolError("invalid_message", f"auth.{field} must be a string")
-        last_event_id = _optional_event_id(payload.get("lastEventId"), "auth.lastEventId")
-        wanted = _subscription_lists(payload)
+    async def _on_auth(self, payload: protocol.Auth) -> None:
+        last_event_id = payload.last_event_id
+        wanted = payload.subscriptions()
 
         credential = self.credential
-        token = payload.get("token")
+        token = payload.token
         if token:
             credential = await database_sync_to_async(credentials.resolve_token)(token)
             if credential is None:
@@ -411,11 +377,11 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         if credential is None:
             return self._auth_failed("authentication required: send a token or use a session")
         user = credential.user
-        if payload.get("userId") is not None and payload["userId"] != user.get_username():
+        if payload.user_id is not None and payload.user_id != user.get_username():
             return self._auth_failed("userId does not match the authenticated user")
         member_of = await database_sync_to_async(access.member_projects)(user)
-        project_id = payload.get("projectId")
-        run_id = payload.get("runId")
+        project_id = payload.project_id
+        run_id = payload.run_id
         # One message for "doesn't exist" and "not yours": never confirm a foreign id.
         if project_id is not None and member_of is not None and project_id not in member_of:
             return self._auth_failed("project not found or not accessible")
@@ -462,15 +428,11 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
             await self._replay(last_event_id)
         return None
 
-    async def _on_resume(self, payload: dict[str, Any]) -> None:
-        _only(payload, {"lastEventId"})
-        last_event_id = _optional_event_id(payload.get("lastEventId"), "resume.lastEventId")
-        if last_event_id is None:
-            raise ProtocolError("invalid_message", "resume.lastEventId is required")
+    async def _on_resume(self, payload: protocol.Resume) -> None:
         if self.user is None:
             raise ProtocolError("not_authenticated", "authenticate before resuming")
         self._held = []
-        await self._replay(max(last_event_id, self.last_sent_id))
+        await self._replay(max(payload.last_event_id, self.last_sent_id))
 
     def _auth_failed(self, message: str) -> None:
         self._push(_now_frame("auth.failed", {"message": message}))
@@ -781,7 +743,7 @@ class _Resume:
 
 _REPLAYED = True  # the third element of a queue slot that holds a replayed event
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[RunEventsConsumer, Any], Awaitable[None]]] = {
     "ping": RunEventsConsumer._on_ping,
     "auth": RunEventsConsumer._on_auth,
     "subscribe": RunEventsConsumer._on_subscribe,
@@ -792,13 +754,12 @@ _HANDLERS = {
 
 
 # Per-socket state that many sockets have in common is shared, not copied per socket: the set
-# of event types a subscription maps to (~0.7 KiB each), the visible projects, and the names a
-# client subscribes with (strings parsed from its frames would otherwise be kept per socket).
+# of event types a subscription maps to (~0.7 KiB each) and the visible projects (the names a
+# client subscribes with are the catalogue's own strings: events/protocol.py swaps them in).
 # All are immutable, so sharing changes nothing but memory.
 _SHARED_MAX = 4096
 _TYPES_OF: dict[frozenset[str], frozenset[str]] = {}
 _SHARED: dict[frozenset[str], frozenset[str]] = {}
-_NAMES = {name: name for name in (*CATEGORY_OF, *EVENT_CATEGORIES)}
 
 
 def _shared(projects: frozenset[str] | None) -> frozenset[str] | None:
@@ -819,99 +780,3 @@ def _type_label(content: Any) -> str:
     if isinstance(content, dict) and content.get("type") in _HANDLERS:
         return str(content["type"])
     return "unrecognised"
-
-
-def _only(payload: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
-    extra = set(payload) - set(allowed)
-    if extra:
-        raise ProtocolError(
-            "invalid_message",
-            "unknown payload fields"
-            + (f"; allowed: {', '.join(sorted(allowed))}" if allowed else ""),
-            fields=sorted(str(f)[:40] for f in extra)[:10],
-        )
-
-
-def _subscription_target(payload: dict[str, Any]) -> tuple[str, str]:
-    _only(payload, {"eventType", "eventCategory"})
-    if ("eventType" in payload) == ("eventCategory" in payload):
-        raise ProtocolError("invalid_message", "give exactly one of eventType or eventCategory")
-    if "eventType" in payload:
-        name = payload["eventType"]
-        if not isinstance(name, str) or name not in CATEGORY_OF:
-            raise ProtocolError(
-                "unknown_event_type",
-                "unknown event type",
-                allowed=sorted(CATEGORY_OF),
-            )
-        return "eventType", _NAMES[name]
-    name = payload["eventCategory"]
-    if not isinstance(name, str) or name not in EVENT_CATEGORIES:
-        raise ProtocolError(
-            "unknown_category", "unknown event category", allowed=sorted(EVENT_CATEGORIES)
-        )
-    return "eventCategory", _NAMES[name]
-
-
-def _subscription_lists(payload: dict[str, Any]) -> set[str] | None:
-    types = payload.get("eventTypes")
-    categories = payload.get("eventCategories")
-    if types is None and categories is None:
-        return None
-    wanted: set[str] = set()
-    for field, value, known, code in (
-        ("eventTypes", types, CATEGORY_OF, "unknown_event_type"),
-        ("eventCategories", categories, EVENT_CATEGORIES, "unknown_category"),
-    ):
-        if value is None:
-            continue
-        if not isinstance(value, list):
-            raise ProtocolError("invalid_message", f"auth.{field} must be a list of names")
-        if len(value) > MAX_LIST_ITEMS:
-            raise ProtocolError(
-                "invalid_message",
-                f"auth.{field}: at most {MAX_LIST_ITEMS} items",
-                field=f"auth.{field}",
-                maxItems=MAX_LIST_ITEMS,
-            )
-        for name in value:
-            if not isinstance(name, str) or name not in known:
-                raise ProtocolError(code, f"auth.{field}: unknown name", allowed=sorted(known))
-            wanted.add(_NAMES[name])
-    return wanted
-
-
-def _optional_event_id(value: Any, field: str) -> int | None:
-    """A JSON integer in 0..MAX_EVENT_ID, or None. Nothing else: not a float even if whole
-    (`1.0`, `1e19`), not a bool, not a numeric string. The JSON parser already tells integers
-    from floats (`1` vs `1.0`), so the rule is the same whatever the number's size."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(
-            "invalid_message",
-            f"{field} must be an integer between 0 and {MAX_EVENT_ID} (got {_json_kind(value)})",
-            field=field,
-        )
-    if not 0 <= value <= MAX_EVENT_ID:
-        raise ProtocolError(
-            "invalid_message",
-            f"{field} must be an integer between 0 and {MAX_EVENT_ID}",
-            field=field,
-        )
-    return value
-
-
-def _json_kind(value: Any) -> str:
-    """The JSON type of a parsed value, for error messages (never the value itself)."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, float):
-        return "a number with a fraction or exponent"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return "another type"

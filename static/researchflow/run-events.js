@@ -42,7 +42,8 @@
 //   registered (a later connect() restores their subscriptions); remove them with the returned
 //   unsubscribe functions / unsubscribe(). Removed handlers are not referenced any more.
 
-/** Event categories and their event types (docs/protocol.md, "Event types and categories"). */
+/** Event categories and their event types (docs/protocol.md, "Event types and categories"); kept
+ * equal to the server's catalogue (events/schemas.py EVENT_CATALOGUE) by tests/test_catalogue.py. */
 export const EVENT_CATEGORIES = Object.freeze({
   RUN_EVENTS: Object.freeze(["run.created", "run.started", "run.completed", "run.failed"]),
   STAGE_EVENTS: Object.freeze(["stage.started", "stage.progress", "stage.completed", "stage.failed"]),
