@@ -51,7 +51,7 @@ async def test_an_authenticated_socket_has_no_instance_dict(world: Any) -> None:
     comm = await authed_socket(world.bob, categories=ALL_CATEGORIES)
     await request(comm, "subscribe", eventType="run.created")
     await request(comm, "get_status")
-    (consumer,) = Hub.running()[0]._subscribers
+    (consumer,) = Hub.running()[0].subscribers
     assert isinstance(consumer, RunEventsConsumer)
     # Including what channels' base classes set (scope, base_send, channel_layer, groups).
     assert vars(consumer) == {}, f"attributes outside __slots__: {sorted(vars(consumer))}"
