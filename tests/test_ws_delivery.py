@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 import pytest
 from channels.testing import WebsocketCommunicator
 
+from events import log
 from events.gateway.hub import Hub
 from events.models import Event, EventLogState
 from events.record import LoggedEvent
@@ -183,6 +185,49 @@ async def test_it_switches_from_replay_to_live_without_gap_under_concurrent_writ
     events = await receive_events(comm, 40)
     assert [e["payload"]["sizeBytes"] for e in events] == list(range(40))
     assert await comm.receive_nothing(timeout=0.2)
+    await comm.disconnect()
+
+
+async def test_it_delivers_an_event_that_commits_while_the_replay_reads_the_log(
+    world: Any, monkeypatch: Any
+) -> None:
+    # The event commits after the replay's read and reaches the socket before the replay is
+    # queued: it is held, then sent after the replay, not lost between the two.
+    await db(services.create_run)(world.project, "seen", ["x"], world.alice)
+    last_seen = await db(log.head)()
+    await db(services.create_run)(world.project, "missed", ["x"], world.alice)
+    comm, _ = await open_socket()
+    hub = the_hub()
+    loop = asyncio.get_running_loop()
+    real_read = log.visible_after
+    late: list[str] = []
+
+    def read_then_commit(*args: Any, **kwargs: Any) -> list[LoggedEvent]:
+        rows = real_read(*args, **kwargs)
+        if not late:
+            late.append(services.create_run(world.project, "late", ["x"], world.alice).pk)
+            head = log.head()
+            for _ in range(1000):
+                if (hub.last_id or 0) >= head:
+                    break
+                time.sleep(0.005)
+            # The hub offers what it took in at the end of that loop turn: this callback,
+            # queued after it, returns once the socket was offered "late".
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
+        return rows
+
+    monkeypatch.setattr(log, "visible_after", read_then_commit)
+    reply = await request(
+        comm,
+        "auth",
+        token=await db(token_for)(world.bob),
+        eventCategories=ALL,
+        lastEventId=last_seen,
+    )
+    assert reply["type"] == "auth.success"
+    events = await receive_events(comm, 2)
+    assert [e["payload"]["runName"] for e in events] == ["missed", "late"]
+    assert await comm.receive_nothing(timeout=0.1)
     await comm.disconnect()
 
 
