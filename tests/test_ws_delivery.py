@@ -207,9 +207,10 @@ async def test_it_delivers_an_event_that_commits_while_the_replay_reads_the_log(
         if not late:
             late.append(services.create_run(world.project, "late", ["x"], world.alice).pk)
             head = log.head()
-            for _ in range(1000):
-                if (hub.last_id or 0) >= head:
-                    break
+            # In the replay's thread (the loop runs on): wait for the hub to take "late" in.
+            deadline = time.monotonic() + 5
+            while (hub.last_id or 0) < head:
+                assert time.monotonic() < deadline, "the hub never took in the late event"
                 time.sleep(0.005)
             # The hub offers what it took in at the end of that loop turn: this callback,
             # queued after it, returns once the socket was offered "late".
