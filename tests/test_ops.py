@@ -27,8 +27,12 @@ from tests.ws_helpers import (
     authed_socket,
     db,
     gated_socket,
+    holds,
+    metric,
+    offered_everything_logged,
     open_socket,
     receive_events,
+    wait_until,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +120,7 @@ def test_it_is_not_ready_when_redis_does_not_answer(settings: Any) -> None:
 
 @pytest.mark.django_db
 def test_it_is_not_ready_once_a_graceful_shutdown_began() -> None:
-    shutdown._draining = True
+    assert asyncio.run(shutdown.drain_all(grace=0)) == 0  # no hub on that loop: nothing left
     response = Client().get("/readyz")
     assert response.status_code == 503
     assert response.json()["status"] == "shutting_down"
@@ -261,10 +265,12 @@ async def test_a_drain_sends_what_is_queued_then_closes_with_1001(world: Any) ->
     comm = await gated_socket(gate, world.bob)
     gate.open.clear()  # the client stops reading: three events queue up
     run_ids = await db(_three_runs)(world)
-    await asyncio.sleep(0.3)
+    await offered_everything_logged()
+    assert gate.stalled == 1
     drain = asyncio.ensure_future(shutdown.drain_all(grace=5))
-    await asyncio.sleep(0.1)
-    assert not drain.done()  # waits for the queued frames
+    # Waits for the queued frames: 0.1 s is ample for a drain that wrongly did not wait (it
+    # would finish within a few loop turns).
+    assert await holds(lambda: not drain.done(), 0.1)
     gate.open.set()
     events = await receive_events(comm, 3)
     assert [e["payload"]["runId"] for e in events] == run_ids
@@ -291,7 +297,8 @@ async def test_a_drain_gives_up_on_a_client_that_never_reads(world: Any) -> None
     comm = await gated_socket(gate, world.bob)
     gate.open.clear()
     await db(_three_runs)(world)
-    await asyncio.sleep(0.2)
+    await offered_everything_logged()
+    assert gate.stalled == 1
     assert await shutdown.drain_all(grace=0.2) == 1  # the server's own shutdown drops it
     gate.open.set()
     await comm.disconnect()
@@ -307,13 +314,11 @@ async def test_the_signal_reaches_the_server_only_after_the_sockets_closed(
     shutdown._on_signal(signal.SIGTERM, None)  # as if the server's process got SIGTERM
     assert shutdown.draining()
     assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 1001}
-    await asyncio.sleep(0.1)
-    assert calls == []  # the socket has not finished closing
+    # The socket has not finished closing: no signal for the server, however long we give it
+    # (0.1 s: a forward that did not wait would happen within a loop turn).
+    assert await holds(lambda: calls == [], 0.1)
     await comm.disconnect(code=1001)
-    for _ in range(100):
-        if calls:
-            break
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: bool(calls), what="the signal to be forwarded")
     assert calls == [signal.SIGTERM]
     # A second signal goes straight through: the operator insists.
     shutdown._on_signal(signal.SIGTERM, None)
@@ -413,25 +418,30 @@ async def test_each_process_publishes_its_socket_stats(
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     comm = await authed_socket(world.bob, categories=ALL)
     key = f"researchflow:wsstats:{PROCESS_ID}"
-    for _ in range(100):
-        if key in fake.hashes:
-            blob = json.loads(fake.hashes[key]["stats"])
-            if blob["connections"]["authenticated"] == 1:
-                break
-        await asyncio.sleep(0.02)
-    blob = json.loads(fake.hashes[key]["stats"])
+
+    def published() -> dict[str, Any] | None:
+        return json.loads(fake.hashes[key]["stats"]) if key in fake.hashes else None
+
+    await wait_until(
+        lambda: (published() or {}).get("connections", {}).get("authenticated") == 1,
+        what="the socket in the published stats",
+    )
+    blob = published()
+    assert blob is not None
     assert blob["connections"] == {"total": 1, "authenticated": 1}
     assert blob["subscriptions"]["byCategory"]["RUN_EVENTS"] == 1
     assert fake.ttl[key] == 10
 
-    before = metrics.STATS_PUBLISH_ERRORS._value.get()
+    errors = "researchflow_ws_stats_publish_errors_total"
+    before = metric(errors)
     fake.fail = True  # Redis goes away: counted, never fatal
-    await asyncio.sleep(0.2)
-    assert metrics.STATS_PUBLISH_ERRORS._value.get() > before
+    await wait_until(lambda: metric(errors) > before, what="a failed publish to be counted")
     fake.fail = False
     await comm.disconnect()
-    await asyncio.sleep(0.1)
-    assert json.loads(fake.hashes[key]["stats"])["connections"]["total"] == 0
+    await wait_until(
+        lambda: (published() or {}).get("connections", {}).get("total") == 0,
+        what="the publisher to recover and publish the socket's departure",
+    )
     for hub in Hub.running():
         await hub.stop()
     assert key not in fake.hashes  # a stopping process takes its entry with it

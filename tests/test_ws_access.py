@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -19,7 +18,9 @@ from tests.ws_helpers import (
     receive_events,
     request,
     session_cookie,
+    the_hub,
     token_for,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hubs_stopped")]
@@ -155,7 +156,8 @@ async def test_it_keeps_an_authenticated_socket_past_the_auth_timeout(
 ) -> None:
     settings.WS_AUTH_TIMEOUT = 0.2
     comm = await authed_socket(world.alice)
-    await asyncio.sleep(0.5)
+    # Twice the auth timeout: an unauthenticated socket is closed (4401) well within it.
+    assert await comm.receive_nothing(timeout=2 * settings.WS_AUTH_TIMEOUT)
     assert (await request(comm, "ping"))["type"] == "pong"
     await comm.disconnect()
 
@@ -172,8 +174,10 @@ async def test_it_closes_a_silent_socket_after_the_heartbeat_timeout(
 async def test_it_keeps_a_socket_that_pings(world: Any, settings: Any) -> None:
     settings.WS_HEARTBEAT_TIMEOUT = 0.4
     comm = await authed_socket(world.alice)
+    # Five pings 0.15 s apart span almost twice the timeout; nothing but the pongs arrives
+    # (a socket the heartbeat wrongly closed would show its 1001 close here).
     for _ in range(5):
-        await asyncio.sleep(0.15)
+        assert await comm.receive_nothing(timeout=0.15)
         assert (await request(comm, "ping"))["type"] == "pong"
     await comm.disconnect()
 
@@ -181,8 +185,12 @@ async def test_it_keeps_a_socket_that_pings(world: Any, settings: Any) -> None:
 async def test_it_stops_events_when_a_member_is_removed(world: Any, settings: Any) -> None:
     settings.WS_REAUTH_INTERVAL = 0.1
     comm = await authed_socket(world.bob, categories=ALL)
+    (socket,) = the_hub().subscribers
     await db(services.remove_member)(world.project, world.bob)
-    await asyncio.sleep(0.4)
+    await wait_until(
+        lambda: world.project.pk not in (socket.visible_projects or ()),
+        what="the re-check to narrow the socket's projects",
+    )
     await db(services.create_run)(world.project, "After removal", ["x"], world.alice)
     assert await comm.receive_nothing(timeout=0.3)
     await comm.disconnect()
@@ -222,8 +230,14 @@ async def test_it_caps_sockets_per_user(world: Any, settings: Any) -> None:
     reply = await request(third, "auth", token=await db(token_for)(world.alice))
     assert reply["type"] == "auth.failed"
     assert await third.receive_output(timeout=3) == {"type": "websocket.close", "code": 4429}
+    hub = the_hub()
+
+    def alices() -> int:
+        return sum(s.user_id == world.alice.pk for s in hub.subscribers)
+
+    assert alices() == 2
     await first.disconnect()
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: alices() == 1, what="the first socket to leave (its slot freed)")
     fourth = await authed_socket(world.alice)  # a freed slot can be reused
     await second.disconnect()
     await fourth.disconnect()

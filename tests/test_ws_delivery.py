@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 import pytest
 from channels.testing import WebsocketCommunicator
 
+from events import log
 from events.gateway.hub import Hub
 from events.models import Event, EventLogState
 from events.record import LoggedEvent
@@ -22,11 +24,15 @@ from tests.ws_helpers import (
     authed_socket,
     db,
     gated_socket,
+    metric,
+    offered_everything_logged,
     open_socket,
     receive_events,
     request,
     send,
+    the_hub,
     token_for,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hubs_stopped")]
@@ -48,7 +54,7 @@ async def test_it_coalesces_progress_for_a_client_that_falls_behind(world: Any) 
     gate.open.clear()
     for progress in (10, 20, 30, 40, 50):
         await db(services.report_progress)(stage.pk, progress)
-    await asyncio.sleep(0.2)
+    await offered_everything_logged()
     gate.open.set()
     events = await receive_events(comm, 2)
     # The first frame was already being written when the client stalled; of the four that
@@ -57,7 +63,7 @@ async def test_it_coalesces_progress_for_a_client_that_falls_behind(world: Any) 
     assert await comm.receive_nothing(timeout=0.2)
     status = await request(comm, "get_status")
     assert status["payload"]["messageCount"] == 2
-    assert Hub.running()[0].coalesced == 3
+    assert the_hub().stats()["messages"]["coalesced"] == 3
     await comm.disconnect()
 
 
@@ -72,7 +78,7 @@ async def test_it_keeps_progress_of_different_stages_apart(world: Any) -> None:
     await db(services.report_progress)(stage.pk, 10)
     await db(services.report_progress)(other.pk, 20)
     await db(services.report_progress)(stage.pk, 30)
-    await asyncio.sleep(0.2)
+    await offered_everything_logged()
     gate.open.set()
     events = await receive_events(comm, 3)
     assert [(e["payload"]["stageIndex"], e["payload"]["progress"]) for e in events] == [
@@ -99,7 +105,7 @@ async def test_it_closes_a_slow_consumer_with_4008_and_spares_the_others(
     # The slow socket closes without waiting for its stalled write.
     out = await slow.receive_output(timeout=3)
     assert out == {"type": "websocket.close", "code": 4008}
-    assert Hub.running()[0].dropped >= 3
+    assert the_hub().stats()["messages"]["dropped"] >= 3
     await fast.disconnect()
 
 
@@ -124,7 +130,9 @@ async def test_it_refills_the_rate_limit_bucket(settings: Any) -> None:
     comm, _ = await open_socket()
     for _ in range(6):
         assert (await request(comm, "ping"))["type"] == "pong"
-        await asyncio.sleep(0.06)
+        # The stimulus, not a wait for an effect: the time one token takes to come back
+        # (1/WS_RATE_LIMIT), with a margin. Without it the third ping is refused.
+        await asyncio.sleep(1.2 / settings.WS_RATE_LIMIT)
     await comm.disconnect()
 
 
@@ -156,6 +164,8 @@ async def test_it_switches_from_replay_to_live_without_gap_under_concurrent_writ
         lambda: Event.objects.order_by("-position").values_list("position", flat=True).first()
     )()
 
+    written = [0]
+
     async def writer() -> None:
         for n in range(40):
             await db(services.add_artifact)(
@@ -165,14 +175,60 @@ async def test_it_switches_from_replay_to_live_without_gap_under_concurrent_writ
                 size_bytes=n,
                 content_type="text/csv",
             )
+            written[0] += 1
 
     task = asyncio.create_task(writer())
-    await asyncio.sleep(0.02)  # some written before the socket asks, some during, some after
+    # Some written before the socket asks, some during the replay, some after.
+    await wait_until(lambda: written[0] >= 3, what="the first artifacts to be written")
     comm = await authed_socket(world.bob, types=["artifact.created"], lastEventId=start)
     await task
     events = await receive_events(comm, 40)
     assert [e["payload"]["sizeBytes"] for e in events] == list(range(40))
     assert await comm.receive_nothing(timeout=0.2)
+    await comm.disconnect()
+
+
+async def test_it_delivers_an_event_that_commits_while_the_replay_reads_the_log(
+    world: Any, monkeypatch: Any
+) -> None:
+    # The event commits after the replay's read and reaches the socket before the replay is
+    # queued: it is held, then sent after the replay, not lost between the two.
+    await db(services.create_run)(world.project, "seen", ["x"], world.alice)
+    last_seen = await db(log.head)()
+    await db(services.create_run)(world.project, "missed", ["x"], world.alice)
+    comm, _ = await open_socket()
+    hub = the_hub()
+    loop = asyncio.get_running_loop()
+    real_read = log.visible_after
+    late: list[str] = []
+
+    def read_then_commit(*args: Any, **kwargs: Any) -> list[LoggedEvent]:
+        rows = real_read(*args, **kwargs)
+        if not late:
+            late.append(services.create_run(world.project, "late", ["x"], world.alice).pk)
+            head = log.head()
+            # In the replay's thread (the loop runs on): wait for the hub to take "late" in.
+            deadline = time.monotonic() + 5
+            while (hub.last_id or 0) < head:
+                assert time.monotonic() < deadline, "the hub never took in the late event"
+                time.sleep(0.005)
+            # The hub offers what it took in at the end of that loop turn: this callback,
+            # queued after it, returns once the socket was offered "late".
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
+        return rows
+
+    monkeypatch.setattr(log, "visible_after", read_then_commit)
+    reply = await request(
+        comm,
+        "auth",
+        token=await db(token_for)(world.bob),
+        eventCategories=ALL,
+        lastEventId=last_seen,
+    )
+    assert reply["type"] == "auth.success"
+    events = await receive_events(comm, 2)
+    assert [e["payload"]["runName"] for e in events] == ["missed", "late"]
+    assert await comm.receive_nothing(timeout=0.1)
     await comm.disconnect()
 
 
@@ -292,20 +348,30 @@ async def test_a_stalled_write_resumes_in_order_with_replies_behind_it(world: An
     gate.open.clear()
     for name in ("r1", "r2", "r3"):
         await db(services.create_run)(world.project, name, ["x"], world.alice)
-    await asyncio.sleep(0.2)  # the three are queued before the ping is read
+    hub = await offered_everything_logged()  # the three are queued before the ping is read
+    assert gate.stalled == 1
     await send(comm, "ping")
-    await asyncio.sleep(0.2)  # read and answered (into the queue) before r4 commits
+    # Messages are handled in order: once the subscription shows in the hub's stats, the ping
+    # before it was read and answered (into the queue), before r4 commits.
+    await send(comm, "subscribe", eventType="run.created")
+    await wait_until(
+        lambda: hub.stats()["subscriptions"]["byType"].get("run.created") == 1,
+        what="the subscribe message to be handled",
+    )
     for name in ("r4", "r5"):
         await db(services.create_run)(world.project, name, ["x"], world.alice)
-    await asyncio.sleep(0.2)
-    assert await comm.receive_nothing(timeout=0.1)
+    await offered_everything_logged()
+    assert await comm.receive_nothing(timeout=0.05)  # nothing passes the shut gate
     gate.open.set()
-    frames = [await comm.receive_json_from(timeout=5) for _ in range(6)]
-    assert [f["type"] for f in frames] == ["run.created"] * 3 + ["pong"] + ["run.created"] * 2
+    frames = [await comm.receive_json_from(timeout=5) for _ in range(7)]
+    assert [f["type"] for f in frames] == ["run.created"] * 3 + [
+        "pong",
+        "subscription.added",
+    ] + ["run.created"] * 2
     assert [f["payload"]["runName"] for f in frames if "id" in f] == ["r1", "r2", "r3", "r4", "r5"]
     status = await request(comm, "get_status")
     assert status["payload"]["messageCount"] == 5
-    (consumer,) = Hub.running()[0].subscribers
+    (consumer,) = hub.subscribers
     assert consumer._writer is None and consumer._queue is None  # drained: none kept
     await comm.disconnect()
 
@@ -316,15 +382,14 @@ async def test_a_client_that_leaves_during_a_stalled_write_is_released(world: An
     gate.open.clear()
     await db(services.create_run)(world.project, "stuck", ["x"], world.alice)
     await db(services.create_run)(world.project, "queued", ["x"], world.alice)
-    await asyncio.sleep(0.1)
-    hub = Hub.running()[0]
-    (consumer,) = hub.subscribers
-    writer = consumer._writer  # the task that owns the suspended send
-    assert writer is not None
+    hub = await offered_everything_logged()
+    assert gate.stalled == 1  # "stuck" is suspended in the server's send
     await comm.disconnect()
-    await asyncio.sleep(0.05)
-    assert writer.cancelled()
-    assert not hub.subscribers
+    # The task that owned the suspended send is cancelled, and the socket leaves the hub.
+    await wait_until(
+        lambda: gate.cancelled == 1 and not hub.subscribers, what="the stalled write's release"
+    )
+    assert gate.stalled == 0
     gate.open.set()
 
 
@@ -422,13 +487,14 @@ async def test_a_socket_whose_server_refuses_a_frame_is_dropped_quietly(world: A
     gate = Gate()
     gone = await gated_socket(gate, world.bob)
     fine = await authed_socket(world.alice, categories=ALL)
-    hub = Hub.running()[0]
+    hub = the_hub()
     consumer = next(s for s in hub.subscribers if s.user_id == world.bob.pk)
     gate.refuse = True
     for name in ("a", "b"):
         await db(services.create_run)(world.project, name, ["x"], world.alice)
     assert [e["payload"]["runName"] for e in await receive_events(fine, 2)] == ["a", "b"]
-    assert consumer._closing  # offered nothing more after the refused frame
+    await offered_everything_logged()
+    assert gate.refused == 1  # offered nothing more after the refused frame
     assert consumer.message_count == 0  # "a" was refused, "b" never offered: none counted
     await fine.disconnect()
     await gone.disconnect()
@@ -447,8 +513,14 @@ async def stalled_resume(world: Any, missed: int) -> tuple[Gate, WebsocketCommun
     await comm.receive_json_from(timeout=5)
     gate.open.clear()
     token = await db(token_for)(world.bob)
+    replayed = metric("researchflow_ws_resume_events_replayed_total")
     await send(comm, "auth", token=token, eventCategories=ALL, lastEventId=last_seen)
-    await asyncio.sleep(0.3)
+    # Counted once the replay is queued (the auth reply stalled at the gate ahead of it).
+    await wait_until(
+        lambda: metric("researchflow_ws_resume_events_replayed_total") >= replayed + missed,
+        what="the replay to be queued",
+    )
+    assert gate.stalled == 1
     return gate, comm
 
 
@@ -462,7 +534,7 @@ async def test_a_resume_larger_than_the_send_queue_reaches_a_stalled_client(
     gate, comm = await stalled_resume(world, missed=8)
     for name in ("live1", "live2"):  # 2 live events behind 8 replayed: within the limit
         await db(services.create_run)(world.project, name, ["x"], world.alice)
-    await asyncio.sleep(0.2)
+    await offered_everything_logged()
     gate.open.set()
     assert (await comm.receive_json_from(timeout=5))["type"] == "auth.success"
     events = await receive_events(comm, 10)
@@ -490,17 +562,19 @@ async def test_a_stalled_write_the_server_then_refuses_ends_quietly(world: Any) 
     # taking events and its writer task ends without an unretrieved exception.
     gate = Gate()
     comm = await gated_socket(gate, world.bob)
-    (consumer,) = Hub.running()[0].subscribers
+    (consumer,) = the_hub().subscribers
     gate.open.clear()
     for name in ("stuck", "queued"):
         await db(services.create_run)(world.project, name, ["x"], world.alice)
-    await asyncio.sleep(0.1)
+    await offered_everything_logged()
+    assert gate.stalled == 1
     writer = consumer._writer
     assert writer is not None
     gate.refuse = True
     gate.open.set()
     await asyncio.wait_for(asyncio.shield(writer), 5)
     assert writer.exception() is None
-    assert consumer._closing and consumer._writer is None
+    assert gate.refused == 1  # "queued" was not tried after the refused "stuck"
+    assert consumer._writer is None
     assert consumer.message_count == 0
     await comm.disconnect()

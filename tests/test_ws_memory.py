@@ -14,7 +14,7 @@ from channels.testing import WebsocketCommunicator
 
 from events.gateway.consumer import RunEventsConsumer
 from events.gateway.hub import Hub
-from tests.ws_helpers import ALL_CATEGORIES, authed_socket, request
+from tests.ws_helpers import ALL_CATEGORIES, authed_socket, request, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hubs_stopped")]
 
@@ -51,7 +51,7 @@ async def test_an_authenticated_socket_has_no_instance_dict(world: Any) -> None:
     comm = await authed_socket(world.bob, categories=ALL_CATEGORIES)
     await request(comm, "subscribe", eventType="run.created")
     await request(comm, "get_status")
-    (consumer,) = Hub.running()[0]._subscribers
+    (consumer,) = Hub.running()[0].subscribers
     assert isinstance(consumer, RunEventsConsumer)
     # Including what channels' base classes set (scope, base_send, channel_layer, groups).
     assert vars(consumer) == {}, f"attributes outside __slots__: {sorted(vars(consumer))}"
@@ -148,8 +148,7 @@ async def test_uvicorn_sockets_forget_the_handshake_and_keep_working() -> None:
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
     try:
-        while not server.started:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: server.started, what="uvicorn to start")
         port = server.servers[0].sockets[0].getsockname()[1]
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as client:
             await client.send("one")

@@ -3,7 +3,6 @@ flush, expiry and a password change close it with 4401 at the hub's next re-chec
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import timedelta
 from importlib import import_module
@@ -18,7 +17,14 @@ from django.utils import timezone
 
 from events.gateway import credentials
 from runs import services
-from tests.ws_helpers import ALL_CATEGORIES, db, open_socket, receive_events, request
+from tests.ws_helpers import (
+    ALL_CATEGORIES,
+    db,
+    open_socket,
+    receive_events,
+    request,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hubs_stopped")]
 CLOSED = {"type": "websocket.close", "code": 4401}
@@ -60,18 +66,11 @@ def _session_key(client: Client) -> str:
     return str(client.cookies[django_settings.SESSION_COOKIE_NAME].value)
 
 
-async def wait_for(condition: Any, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_it_keeps_a_session_socket_while_the_session_is_valid(
     world: Any, rechecks: list[float]
 ) -> None:
     comm, _ = await session_socket(world.bob)
-    await wait_for(lambda: len(rechecks) >= 3)
+    await wait_until(lambda: len(rechecks) >= 3, what="three re-checks")
     await db(services.create_run)(world.project, "Still here", ["x"], world.alice)
     assert (await receive_events(comm, 1))[0]["type"] == "run.created"
     await comm.disconnect()
@@ -135,7 +134,9 @@ async def test_it_closes_at_logout_with_other_session_engines(
 ) -> None:
     settings.SESSION_ENGINE = engine
     comm, client = await session_socket(world.bob)
-    await wait_for(lambda: len(rechecks) >= 2)  # valid sessions survive re-checks here too
+    await wait_until(
+        lambda: len(rechecks) >= 2, what="two re-checks"
+    )  # valid sessions survive re-checks here too
     assert (await request(comm, "ping"))["type"] == "pong"
     await db(client.post)("/accounts/logout/")
     assert await comm.receive_output(timeout=3) == CLOSED
@@ -148,7 +149,7 @@ async def test_it_closes_at_a_password_change_with_signed_cookie_sessions(
     # auth hash inside them still stops verifying once the password changes.
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
     comm, _ = await session_socket(world.bob)
-    await wait_for(lambda: len(rechecks) >= 2)
+    await wait_until(lambda: len(rechecks) >= 2, what="two re-checks")
     assert (await request(comm, "ping"))["type"] == "pong"
     bob = await db(User.objects.get)(pk=world.bob.pk)
     bob.set_password("a-new-password")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
+from prometheus_client import REGISTRY
 
+from events import log
+from events.gateway.hub import Hub
 from researchflow.asgi import application
 
 # What a browser on http://localhost sends: the server's own origin (events/gateway/security.py).
@@ -91,8 +96,70 @@ def db(fn: Any) -> Any:
     return database_sync_to_async(fn)
 
 
-async def settle(seconds: float = 0.05) -> None:
-    await asyncio.sleep(seconds)
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 5,
+    *,
+    what: str = "the condition",
+    interval: float = 0.005,
+) -> None:
+    """Return as soon as `predicate()` (sync or async) is true; fail the test after `timeout`
+    seconds. Tests wait for the effect they need, never for a fixed time: a fixed sleep is
+    either too short on a loaded machine (flaky) or longer than needed (slow)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def metric(name: str, labels: dict[str, str] | None = None) -> float:
+    """A series' current value in this process (0 when it has none yet)."""
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+async def holds(predicate: Callable[[], bool], duration: float) -> bool:
+    """True if `predicate()` stays true for `duration` seconds: for a test that something
+    does NOT happen (the socket twin is channels' `receive_nothing`). `duration` is how long
+    the test gives the wrong behaviour to show itself; each use says why it is enough."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + duration
+    while loop.time() < deadline:
+        if not predicate():
+            return False
+        await asyncio.sleep(0.005)
+    return bool(predicate())
+
+
+def the_hub() -> Hub:
+    """This process's one running hub (the tests' sockets all share the test's loop)."""
+    (hub,) = Hub.running()
+    return hub
+
+
+async def offered_everything_logged(timeout: float = 5) -> Hub:
+    """Wait until the hub has taken in every event in the log and offered it to its sockets
+    (each socket has sent it, queued it, coalesced it or filtered it out).
+
+    Observed through public surfaces: the log's head and the hub's `lastEventId` (its stats).
+    The hub offers what it took in at the end of the loop turn that took it in (a callback
+    scheduled with call_soon then); the `sleep(0)` after the condition is met resumes this
+    task only after that callback has run.
+    """
+    head = await db(log.head)()
+    await wait_until(
+        lambda: (the_hub().stats()["lastEventId"] or 0) >= head,
+        timeout,
+        what=f"the hub to take in event {head}",
+    )
+    await asyncio.sleep(0)
+    return the_hub()
 
 
 ALL_CATEGORIES = ["RUN_EVENTS", "STAGE_EVENTS", "ARTIFACT_EVENTS", "GOVERNANCE_EVENTS"]
@@ -101,18 +168,34 @@ ALL_CATEGORIES = ["RUN_EVENTS", "STAGE_EVENTS", "ARTIFACT_EVENTS", "GOVERNANCE_E
 class Gate:
     """Wraps the ASGI app so a test decides when socket writes go out (a slow client) and
     whether the server refuses them (`refuse`: a peer that has gone, as uvicorn's send raises
-    ClientDisconnected)."""
+    ClientDisconnected).
+
+    What the server side of the gate saw, for tests to wait on: `stalled` writes suspended at
+    the shut gate now, `cancelled` writes whose task was cancelled while suspended there,
+    `refused` frames refused."""
 
     def __init__(self) -> None:
         self.open = asyncio.Event()
         self.open.set()
         self.refuse = False
+        self.stalled = 0
+        self.cancelled = 0
+        self.refused = 0
 
     async def app(self, scope: Any, receive: Any, send: Any) -> Any:
         async def gated_send(message: dict[str, Any]) -> None:
             if message["type"] == "websocket.send":
-                await self.open.wait()
+                if not self.open.is_set():
+                    self.stalled += 1
+                    try:
+                        await self.open.wait()
+                    except asyncio.CancelledError:
+                        self.cancelled += 1
+                        raise
+                    finally:
+                        self.stalled -= 1
                 if self.refuse:
+                    self.refused += 1
                     raise OSError("client disconnected")
             await send(message)
 
