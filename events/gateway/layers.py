@@ -3,9 +3,9 @@
 channels' `InMemoryChannelLayer.group_send` starts a task per group member and collects them
 with `asyncio.as_completed`, and `send` deep-copies every message. Here the one group member
 is the process's event hub, and the hub's messages are flat dicts of strings and numbers
-(`LoggedEvent.to_message`), or lists of them (`events.gateway.hub.layer_message`): the tasks, the
-`as_completed` machinery and the deep copy were most of the hub's ~65 µs per published event
-(docs/benchmarks.md, publishing).
+(`LoggedEvent.to_message`), or lists of them (`events.gateway.transport.layer_message`): the
+tasks, the `as_completed` machinery and the deep copy were most of the hub's ~65 µs per
+published event (docs/benchmarks.md, publishing).
 
 Same semantics: an in-memory `send` never waits (a full channel raises `ChannelFull` at
 once), so sending to the members in turn is what the tasks did, in group order; a shallow
