@@ -19,8 +19,6 @@ from .orm import in_worker_thread
 
 logger = logging.getLogger(__name__)
 
-_recheck = in_worker_thread(credentials.recheck)
-
 
 class Rechecked(Protocol):
     """What the re-check needs of a socket."""
@@ -34,13 +32,14 @@ class Rechecked(Protocol):
 
 async def recheck_loop(sockets: Set[Rechecked]) -> None:
     """Forever: every interval, re-check the users of `sockets` (a live set: the hub's own)."""
+    recheck = in_worker_thread(credentials.recheck)  # looked up per loop: tests replace it
     while True:
         await asyncio.sleep(settings.WS_REAUTH_INTERVAL)
         subs = [s for s in tuple(sockets) if s.user_id is not None]
         if not subs:
             continue
         try:
-            standing, valid = await _recheck(
+            standing, valid = await recheck(
                 {uid for s in subs if (uid := s.user_id) is not None},
                 {k for s in subs if (k := s.credential_key())},
             )
