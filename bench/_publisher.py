@@ -57,7 +57,7 @@ class GatewayTrigger:
 
         django.setup()
         from events.bus import event_bus
-        from events.gateway.hub import flush_background_sender
+        from events.gateway.transport import flush_background_sender
 
         self.bus = event_bus
         self.flush = flush_background_sender

@@ -409,7 +409,7 @@ async def test_each_process_publishes_its_socket_stats(
 ) -> None:
     import redis.asyncio
 
-    from events.gateway.hub import PROCESS_ID
+    from events.gateway.stats import PROCESS_ID
 
     fake = FakeRedis()
     monkeypatch.setattr(redis.asyncio.Redis, "from_url", lambda *a, **k: fake)

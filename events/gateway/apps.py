@@ -15,6 +15,6 @@ class GatewayConfig(AppConfig):
     def ready(self) -> None:
         from events.bus import event_bus
 
-        from .hub import hand_off
+        from .transport import hand_off
 
         event_bus.add_sink(hand_off)

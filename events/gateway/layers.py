@@ -3,7 +3,7 @@
 channels' `InMemoryChannelLayer.group_send` starts a task per group member and collects them
 with `asyncio.as_completed`, and `send` deep-copies every message. Here the one group member
 is the process's event hub, and the hub's messages are flat dicts of strings and numbers
-(`LoggedEvent.to_message`), or lists of them (`events.gateway.hub.layer_message`). Every
+(`LoggedEvent.to_message`), or lists of them (`events.gateway.transport.layer_message`). Every
 published event passes through here, on the hub's loop in the publishing process, so it must
 stay free of a task, a future or a `deepcopy` per message: those would cost more than the
 hub's own work per event.

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections import Counter
 from typing import Any
 
 from django.conf import settings
@@ -32,7 +31,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import credentials, hub
+from . import credentials, stats
+from .hub import Hub
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +69,6 @@ class SocketTokenView(GatewayView):
         )
 
 
-def _empty_stats() -> dict[str, Any]:
-    return {
-        "connections": {"total": 0, "authenticated": 0},
-        "subscriptions": {"byType": Counter(), "byCategory": Counter()},
-        "messages": {"sent": 0, "coalesced": 0, "dropped": 0},
-    }
-
-
 def _redis_client() -> Any:
     import redis  # only needed when REDIS_URL is set
 
@@ -103,11 +95,11 @@ def _valid_part(part: Any) -> bool:
 
 def cluster_stats() -> dict[str, Any]:
     """Sum the stats every process's hub publishes to Redis; skip what cannot be read."""
-    total = _empty_stats()
+    total = stats.empty_stats()
     processes = skipped = 0
     client = _redis_client()
     try:
-        for key in client.scan_iter(match=hub.stats_key_prefix() + "*", count=500):
+        for key in client.scan_iter(match=stats.stats_key_prefix() + "*", count=500):
             try:
                 raw = client.hget(key, STATS_FIELD)
                 part = json.loads(raw) if raw is not None else None
@@ -118,7 +110,7 @@ def cluster_stats() -> dict[str, Any]:
                 continue
             candidate = copy.deepcopy(total)
             try:
-                hub.merge_stats(candidate, part)
+                stats.merge_stats(candidate, part)
             except Exception:
                 skipped += 1
                 continue
@@ -147,7 +139,7 @@ class SocketStatsView(GatewayView):
         description="Socket statistics of this process and, with Redis, of all processes.",
     )
     def get(self, request: Request) -> Response:
-        body: dict[str, Any] = {"local": hub.local_stats(), "cluster": None}
+        body: dict[str, Any] = {"local": stats.local_stats(Hub.running()), "cluster": None}
         if settings.REDIS_URL:
             try:
                 body["cluster"] = cluster_stats()
