@@ -289,7 +289,7 @@ def start_stage(stage_id: str) -> Stage:
 
 # The stage's columns in model order, as `Stage.from_db` takes them.
 _STAGE_FIELDS = [f.attname for f in Stage._meta.concrete_fields]
-_STAGE_COLUMNS = [f.column for f in Stage._meta.concrete_fields]
+_STAGE_COLUMNS = [str(f.column) for f in Stage._meta.concrete_fields]
 # Per backend: the converters the ORM would apply to those columns (SQLite's timestamps come
 # back as naive datetimes; PostgreSQL needs none), found once rather than per call.
 _STAGE_CONVERTERS: dict[str, list[tuple[int, list[Any]]]] = {}
