@@ -11,8 +11,16 @@ Three workloads per cell, each writer on its own running stage, one transaction 
   replaced by a no-op in the writer processes);
 - `service+event`: `report_progress` as production runs it (the log row, and the sequencer's
   stamping after commit).
-Reported per workload: transactions/s (all writers), p50 and p99 latency, errors. Targets
-(issue 12): service+event ≥ 0.5 × plain at 8 writers; its p99 at 16 writers ≤ 3 × plain's.
+Reported per workload: transactions/s (all writers), p50 and p99 latency, errors, and where the
+CPU went: microseconds of CPU per transaction in the writer processes (`client_cpu_us`, their
+own `process_time`) and in PostgreSQL (`pg_cpu_us`: every server process, from /proc, the WAL
+writer and checkpointer included). With both, `cpu_ceiling` is the rate the machine's cores
+could sustain if nothing but CPU limited it: cores ÷ (client + server CPU per transaction).
+Targets (issue 12): service+event ≥ 0.5 × plain at 8 writers; its p99 at 16 writers ≤ 3 ×
+plain's.
+
+The writer processes are bare: no hub and no channel layer (REDIS_URL is empty), so nothing
+but the change and its stamping runs in them, for every workload alike.
 """
 
 from __future__ import annotations
@@ -90,6 +98,7 @@ def _writer(
     while time.time() < start_at:
         time.sleep(0.001)
     deadline = start_at + seconds
+    cpu_began = time.process_time()
     with connection.cursor() as cursor:
         while True:
             if time.time() >= deadline:
@@ -107,8 +116,9 @@ def _writer(
                 errors.append(type(exc).__name__)
                 continue
             latencies.append(time.perf_counter() - began)
+    cpu = time.process_time() - cpu_began
     connection.close()
-    queue.put({"latencies": latencies, "errors": errors, "last": n})
+    queue.put({"latencies": latencies, "errors": errors, "last": n, "cpu": cpu})
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -118,10 +128,80 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
-def _cell(workload: str, stage_ids: list[str], seconds: float, base: int) -> dict[str, Any]:
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int, children: bool = False) -> float:
+    """CPU seconds of one process (user + system), and of its reaped children if asked."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    # After the ")": state, ppid, …; utime and stime are fields 14-15 (indices 11-12 here),
+    # cutime and cstime 16-17.
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICKS
+
+
+def _server_cpu(postmaster: int) -> float:
+    """CPU seconds used so far by the whole server: the postmaster, its exited children (the
+    postmaster reaps them) and its live ones (backends, WAL writer, checkpointer, …). A
+    backend that exits between two readings moves from the live sum to the reaped one."""
+    total = _proc_cpu(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(stat[1]) == postmaster:
+            total += (int(stat[11]) + int(stat[12])) / _TICKS
+    return total
+
+
+def _backends(postmaster: int) -> int:
+    """Client backends still alive (or not yet reaped), by their process title."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            title = (entry / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(stat[1]) == postmaster and (stat[0] == "Z" or b"127.0.0.1(" in title):
+            count += 1
+    return count
+
+
+def _settle(postmaster: int) -> None:
+    """Wait (up to 5 s) until every client backend has exited and been reaped: their CPU is
+    then in the postmaster's children total, read whole."""
+    deadline = time.time() + 5
+    while _backends(postmaster) and time.time() < deadline:
+        time.sleep(0.01)
+
+
+def _postmaster_pid() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = int(cursor.fetchone()[0])
+    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _cell(
+    workload: str, stage_ids: list[str], seconds: float, base: int, postmaster: int
+) -> dict[str, Any]:
     from django.db import connections
 
     connections.close_all()
+    _settle(postmaster)
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     start_at = time.time() + 0.5 + 0.02 * len(stage_ids)
@@ -129,19 +209,28 @@ def _cell(workload: str, stage_ids: list[str], seconds: float, base: int) -> dic
         ctx.Process(target=_writer, args=(queue, workload, sid, start_at, seconds, base))
         for sid in stage_ids
     ]
+    server_began = _server_cpu(postmaster)
     for proc in procs:
         proc.start()
     results = [queue.get(timeout=seconds + 60) for _ in procs]
     for proc in procs:
         proc.join(30)
+    _settle(postmaster)
+    server_cpu = _server_cpu(postmaster) - server_began
     latencies = [x for r in results for x in r["latencies"]]
     errors = [e for r in results for e in r["errors"]]
+    done = max(1, len(latencies))
+    client_cpu_us = sum(r["cpu"] for r in results) / done * 1e6
+    pg_cpu_us = server_cpu / done * 1e6
     return {
         "txn_per_s": round(len(latencies) / seconds, 1),
         "p50_ms": round(_pct(latencies, 50) * 1000, 3),
         "p99_ms": round(_pct(latencies, 99) * 1000, 3),
         "errors": len(errors),
         "error_kinds": sorted(set(errors)),
+        "client_cpu_us": round(client_cpu_us),
+        "pg_cpu_us": round(pg_cpu_us),
+        "cpu_ceiling": round((os.cpu_count() or 1) / ((client_cpu_us + pg_cpu_us) / 1e6)),
         "_last": max(r["last"] for r in results),
     }
 
@@ -185,6 +274,7 @@ def main() -> None:
             capture_output=True,
         )
         _setup_django(pg.url, var)
+        postmaster = _postmaster_pid()
         from _common import emit_json, machine_info
 
         results: dict[str, Any] = {}
@@ -194,7 +284,7 @@ def main() -> None:
                 stage_ids = _stages(writers, across=mode == "across-projects")
                 row: dict[str, Any] = {}
                 for workload in WORKLOADS:
-                    cell = _cell(workload, stage_ids, args.seconds, base)
+                    cell = _cell(workload, stage_ids, args.seconds, base, postmaster)
                     base = cell.pop("_last") + 1
                     row[workload] = cell
                 plain = row["plain"]["txn_per_s"] or float("nan")
@@ -207,7 +297,8 @@ def main() -> None:
                     f"{mode:16} {writers:2} writers  "
                     + "  ".join(
                         f"{w}: {row[w]['txn_per_s']:8.0f}/s p50 {row[w]['p50_ms']:6.2f} "
-                        f"p99 {row[w]['p99_ms']:6.2f} ms err {row[w]['errors']}"
+                        f"p99 {row[w]['p99_ms']:6.2f} ms err {row[w]['errors']} "
+                        f"cpu {row[w]['client_cpu_us']}+{row[w]['pg_cpu_us']} us"
                         for w in WORKLOADS
                     )
                     + f"  event/plain {row['event_vs_plain']}"

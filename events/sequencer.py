@@ -4,9 +4,10 @@ Writers insert their event rows with `position` NULL and take no global lock in 
 transaction, so event-emitting changes run side by side. Right after a writer commits (the
 bus's on-commit hook), `stamp()` runs::
 
-    BEGIN; SELECT pg_advisory_xact_lock(K);
-    UPDATE events_event SET position = head + row_number() OVER (ORDER BY id)
-     WHERE position IS NULL ...;  COMMIT
+    SELECT … FROM rf_stamp_events(own)   -- autocommit: its own transaction
+      = pg_advisory_xact_lock(K);
+        UPDATE events_event SET position = head + row_number() OVER (ORDER BY id)
+         WHERE position IS NULL …  RETURNING …
 
 What must stay true, and why it does:
 
@@ -23,8 +24,12 @@ What must stay true, and why it does:
   caller's transaction (it refuses to run inside one).
 - **Cheap when idle.** A stamping that finds nothing writes nothing: no xid, no WAL flush.
 
-One round trip: the four statements go as one simple-protocol query (no parameters: the
-table names are constants and the writer's own row ids are integers formatted here).
+One round trip and one statement: the lock and the UPDATE run inside a plpgsql function
+(events/migrations/0003_stamp_function.py), called in autocommit. Its UPDATE is a later
+statement of a VOLATILE function, so in READ COMMITTED it takes its snapshot after the lock,
+as the UPDATE of a separate BEGIN … COMMIT block did; the implicit transaction of the call
+holds the lock to its commit. (A single CTE that took the lock in a sub-select would not do:
+a statement's snapshot is taken before any of it runs, so it could miss the previous head.)
 Rows whose writer died between commit and stamping are stamped by the next stamping anyone
 runs, the hubs' periodic log check included (events/gateway/hub.py).
 """
@@ -32,7 +37,6 @@ runs, the hubs' periodic log check included (events/gateway/hub.py).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from django.db import connections
 
@@ -51,30 +55,11 @@ HEAD_SQL = (
     f"(SELECT pruned_through FROM {_STATE} WHERE id = 1), 0)"
 )
 
-_STAMP = (
-    "BEGIN; "  # noqa: S608 (constants; see the module docstring)
-    # A plain index scan of the partial index: it marks the entries of rows stamped earlier
-    # dead as it passes them (a bitmap scan does not), so the scan stays as short as the
-    # number of rows waiting instead of growing with the log until the next VACUUM.
-    "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; "
-    f"SELECT pg_advisory_xact_lock({LOG_LOCK_KEY}); "
-    f"WITH head AS (SELECT {HEAD_SQL} AS h), "
-    "waiting AS ("
-    f" SELECT id, row_number() OVER (ORDER BY id) AS n FROM {_EVENTS} WHERE position IS NULL"
-    "), "
-    "stamped AS ("
-    f" UPDATE {_EVENTS} AS e SET position = head.h + waiting.n FROM head, waiting"
-    " WHERE e.id = waiting.id RETURNING e.id, e.position"
-    ") "
-    "SELECT id, position FROM stamped{own}; "
-    "COMMIT"
-)
-# The writer's own rows that another stamping got to first. A data-modifying CTE's outer query
-# reads the snapshot from before the UPDATE, so rows stamped just now show NULL here and come
-# only from `stamped`: no row is returned twice.
-_OWN = (
-    f" UNION ALL SELECT id, position FROM {_EVENTS} WHERE id IN ({{ids}}) AND position IS NOT NULL"  # noqa: S608
-)
+# The stamping, one SQL function created by events/migrations/0003_stamp_function.py:
+# `pg_advisory_xact_lock(LOG_LOCK_KEY)`, then one UPDATE … RETURNING of every unpositioned row,
+# plus the caller's own rows another stamping already did. One statement in autocommit, so it
+# is its own transaction: the lock is held to its commit.
+_STAMP = "SELECT stamped_id, stamped_position FROM rf_stamp_events(%s::bigint[])"
 
 
 def stamp(own: Iterable[int] = (), using: str = "default") -> dict[int, int]:
@@ -89,39 +74,7 @@ def stamp(own: Iterable[int] = (), using: str = "default") -> dict[int, int]:
         return {}
     if connection.in_atomic_block:
         raise RuntimeError("sequencer.stamp() runs its own transaction: call it after commit")
-    ids = ",".join(str(int(pk)) for pk in own)
-    sql = _STAMP.format(own=_OWN.format(ids=ids) if ids else "")
-    connection.ensure_connection()
+    ids = [int(pk) for pk in own]
     with connection.cursor() as cursor:
-        try:
-            cursor.execute(sql)
-            return _stamped_rows(cursor)
-        except BaseException:
-            _end_failed_block(connection)
-            raise
-
-
-def _stamped_rows(cursor: Any) -> dict[int, int]:
-    """The id/position result among the batch's results (BEGIN, lock, stamp, COMMIT)."""
-    found: dict[int, int] = {}
-    while True:
-        description = cursor.description
-        if description is not None and len(description) == 2:
-            found.update((int(pk), int(pos)) for pk, pos in cursor.fetchall())
-        if not cursor.nextset():
-            return found
-
-
-def _end_failed_block(connection: Any) -> None:
-    """An error inside the BEGIN … COMMIT batch leaves the session in an aborted transaction
-    block the connection's autocommit mode does not end: end it, or every later query fails."""
-    import psycopg
-
-    raw = connection.connection
-    if raw is None:
-        return
-    try:
-        if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            raw.execute("ROLLBACK")
-    except Exception:
-        connection.close()
+        cursor.execute(_STAMP, [ids])
+        return {int(pk): int(pos) for pk, pos in cursor.fetchall()}

@@ -287,6 +287,30 @@ def start_stage(stage_id: str) -> Stage:
     return stage
 
 
+# The stage's columns in model order, as `Stage.from_db` takes them.
+_STAGE_FIELDS = [f.attname for f in Stage._meta.concrete_fields]
+_STAGE_COLUMNS = [str(f.column) for f in Stage._meta.concrete_fields]
+# Per backend: the converters the ORM would apply to those columns (SQLite's timestamps come
+# back as naive datetimes; PostgreSQL needs none), found once rather than per call.
+_STAGE_CONVERTERS: dict[str, list[tuple[int, list[Any]]]] = {}
+
+
+def _stage_from_row(connection: Any, values: list[Any]) -> Stage:
+    converters = _STAGE_CONVERTERS.get(connection.vendor)
+    if converters is None:
+        converters = []
+        for index, field in enumerate(Stage._meta.concrete_fields):
+            col = field.get_col(Stage._meta.db_table)
+            found = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+            if found:
+                converters.append((index, [(fn, col) for fn in found]))
+        _STAGE_CONVERTERS[connection.vendor] = converters
+    for index, column_converters in converters:
+        for fn, col in column_converters:
+            values[index] = fn(values[index], col, connection)
+    return Stage.from_db(connection.alias, _STAGE_FIELDS, values)
+
+
 # The hot path in one statement: change the stage if the move is legal and changes something,
 # and return it with what its event needs. Positional parameters (see _progress_params).
 _PROGRESS_SQL = f"""
@@ -309,10 +333,11 @@ WHERE id = %s
        OR (CAST(%s AS bigint) IS NOT NULL AND items_processed IS DISTINCT FROM %s)
        OR (CAST(%s AS bigint) IS NOT NULL AND items_total IS DISTINCT FROM %s)
        OR (%s IS NOT NULL AND status_message <> %s))
-RETURNING *, (SELECT r.project_id FROM {Run._meta.db_table} r
-              WHERE r.id = {Stage._meta.db_table}.run_id) AS run_project_id,
-             (SELECT r.name FROM {Run._meta.db_table} r
-              WHERE r.id = {Stage._meta.db_table}.run_id) AS run_name
+RETURNING {", ".join(_STAGE_COLUMNS)},
+    (SELECT r.project_id FROM {Run._meta.db_table} r
+     WHERE r.id = {Stage._meta.db_table}.run_id) AS run_project_id,
+    (SELECT r.name FROM {Run._meta.db_table} r
+     WHERE r.id = {Stage._meta.db_table}.run_id) AS run_name
 """  # noqa: S608 (table names and status values are constants)
 
 
@@ -350,15 +375,21 @@ def report_progress(
         if value is not None and (isinstance(value, bool) or value < 0):
             raise ValueError(f"{field}: must be >= 0")
     params = _progress_params(stage_id, progress, items_processed, items_total, status_message)
-    changed = list(Stage.objects.raw(_PROGRESS_SQL, params))
-    if not changed:
+    # A plain cursor and `from_db`, not `Stage.objects.raw()`: raw() resolves columns, model
+    # init order and converters per call, a third of the service's own CPU.
+    connection = transaction.get_connection()
+    with connection.cursor() as cursor:
+        cursor.execute(_PROGRESS_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
         return _refused_progress(stage_id, progress, items_processed, items_total)
-    stage = changed[0]
+    *values, run_project_id, run_name = row
+    stage = _stage_from_row(connection, values)
     if status_message:
         # Each label passed the guard alone; a reader sees run name, stage name and status
         # side by side, so they are checked together (the event itself carries only the last
         # two, which the bus checks together too). Raising here rolls the UPDATE back.
-        categories = phi.scan_texts([stage.run_name, stage.name, status_message])  # type: ignore[attr-defined]
+        categories = phi.scan_texts([run_name, stage.name, status_message])
         if categories:
             raise ValueError(
                 "statusMessage: read together with the run and stage names, contains possible "
@@ -366,7 +397,7 @@ def report_progress(
             )
     data: dict[str, Any] = {
         "runId": stage.run_id,
-        "projectId": stage.run_project_id,  # type: ignore[attr-defined]
+        "projectId": run_project_id,
         "stageId": stage.pk,
         "stageName": stage.name,
         "stageIndex": stage.position,

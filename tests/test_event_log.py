@@ -61,3 +61,14 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout() -> None:
         assert cursor.fetchone()[0] == "wal"
         cursor.execute("PRAGMA busy_timeout")
         assert cursor.fetchone()[0] >= 5000
+
+
+def test_it_takes_the_sequencers_lock_key_in_the_stamp_function() -> None:
+    """The PostgreSQL stamping function (a migration, frozen SQL) and anything else that
+    takes the log's advisory lock must agree on its key."""
+    import importlib
+
+    from events import sequencer
+
+    migration = importlib.import_module("events.migrations.0003_stamp_function")
+    assert f"pg_advisory_xact_lock({sequencer.LOG_LOCK_KEY})" in migration.CREATE

@@ -306,3 +306,14 @@ def test_concurrent_transitions_on_one_run_are_serialised(world: Any) -> None:
         thread.join(30)
     assert sorted(outcomes) == ["refused", "refused", "refused", "started"]
     assert [kind for kind, _ in emitted(mark)] == ["run.started"]
+
+
+def test_it_returns_the_stage_from_report_progress_as_the_orm_loads_it(run: Any) -> None:
+    services.start_run(run.pk)
+    stage = run.stages.get(position=0)
+    services.start_stage(stage.pk)
+    returned = services.report_progress(stage.pk, 30, 3, 10, "Reading")
+    loaded = type(stage).objects.get(pk=stage.pk)
+    fields = [f.attname for f in type(stage)._meta.concrete_fields]
+    assert {f: getattr(returned, f) for f in fields} == {f: getattr(loaded, f) for f in fields}
+    assert returned.started_at is not None and returned.started_at.tzinfo is not None
