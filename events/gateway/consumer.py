@@ -1,13 +1,22 @@
 """The `/ws` consumer: the seed's manager.ts protocol on an AsyncJsonWebsocketConsumer.
 
 Here: connect and disconnect, the inbound frame checks (size, rate, JSON), dispatch to one
-handler per message type, the socket's authentication and scope, resume, and what the socket
-is offered. Its parts, each in its own module: the outbound path (`writer.py`: send at once or
-queue, coalescing, close after flush), the deadlines (`deadlines.py`: auth timeout, heartbeat),
-the inbound rate limit (`ratelimit.py`). ORM access in `runs/access.py`, `events/log.py` and
-`credentials.py` through `database_sync_to_async`, fan-out in `hub.py`. Events never pass
-through the consumer's dispatch: the hub calls `offer()` with a frame encoded once for every
-socket.
+handler per message type and the replies, subscriptions, and which events the socket is
+offered. Its parts, each a module with one job:
+
+- `writer.py` (SocketWriter): the outbound path — send at once or queue, progress coalescing,
+  the send-queue limit, close after flush;
+- `viewer.py` (Viewer): who is on the socket and what it may see, kept current by re-checks;
+- `replay.py` (Replay): resume from the log, holding live events meanwhile;
+- `deadlines.py` (Deadlines): the auth timeout and the heartbeat;
+- `ratelimit.py` (TokenBucket): the inbound rate limit.
+
+The first four are base classes, not objects of their own: their state lives in the consumer's
+`__slots__` (memory per socket), and the fan-out path (`offer` → `_enqueue` → `_send_now`)
+pays no extra look-up or call per socket per event. ORM access in `runs/access.py`,
+`events/log.py` and `credentials.py` through `database_sync_to_async`, fan-out in `hub.py`.
+Events never pass through the consumer's dispatch: the hub calls `offer()` with a frame
+encoded once for every socket.
 
 The consumer opts out of a per-socket channel-layer channel (see `channel_layer_alias`): the
 hub is the only layer listener in the process.
@@ -26,26 +35,28 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from events import log, metrics
+from events import metrics
 from events.limits import MAX_EVENT_ID, MAX_LIST_ITEMS
 from events.record import LoggedEvent
-from events.schemas import CATEGORY_OF, EVENT_CATEGORIES, iso_timestamp
+from events.schemas import CATEGORY_OF, EVENT_CATEGORIES
 from runs import access
 
 from . import credentials
-from .deadlines import CLOSE_GOING_AWAY, CLOSE_UNAUTHENTICATED, Deadlines
+from .deadlines import CLOSE_GOING_AWAY, DEADLINES_SLOTS, Deadlines
 from .hub import Hub
 from .ratelimit import TokenBucket
+from .replay import REPLAY_SLOTS, Replay
+from .viewer import VIEWER_SLOTS, Viewer
 from .writer import SocketWriter
+from .writer import control_frame as _now_frame
 
 logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "1.0"
 
-CLOSE_POLICY = 1008
+CLOSE_POLICY = 1008  # the client ignored WS_RATE_BURST rate-limit errors in a row
 CLOSE_TOO_BIG = 1009
-CLOSE_FORBIDDEN = 4403
-CLOSE_TOO_MANY = 4429
+CLOSE_TOO_MANY = 4429  # the user already has WS_MAX_SOCKETS_PER_USER sockets open
 
 AUTH_FIELDS = frozenset(
     {"token", "userId", "projectId", "runId", "lastEventId", "eventTypes", "eventCategories"}
@@ -62,13 +73,7 @@ class ProtocolError(Exception):
         self.details = details
 
 
-def _now_frame(msg_type: str, payload: dict[str, Any]) -> str:
-    return orjson.dumps(
-        {"type": msg_type, "timestamp": iso_timestamp(), "payload": payload}
-    ).decode()
-
-
-class RunEventsConsumer(SocketWriter, Deadlines, AsyncJsonWebsocketConsumer):
+class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsocketConsumer):
     channel_layer_alias = _NO_LAYER
     groups: tuple[str, ...] = ()  # channels' default gives each instance its own empty list
 
@@ -77,25 +82,18 @@ class RunEventsConsumer(SocketWriter, Deadlines, AsyncJsonWebsocketConsumer):
     # no __slots__, so an attribute missing here (or in SocketWriter's) still works but lands
     # in a per-instance dict (tests/test_ws_memory.py fails then: add it here).
     __slots__ = (  # scope, channel_layer, base_send: set by channels' AsyncConsumer
-        *Deadlines.SLOTS,
+        *VIEWER_SLOTS,
+        *REPLAY_SLOTS,
+        *DEADLINES_SLOTS,
         "_going_away",
-        "_held",
-        "_member_of",
         "_rate",
-        "_slot_claimed",
         "_types",
         "base_send",
         "channel_layer",
         "client_id",
-        "credential",
         "hub",
         "scope",
-        "scope_project",
-        "scope_run",
         "subscriptions",
-        "user",
-        "user_id",
-        "visible_projects",
     )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -118,19 +116,12 @@ class RunEventsConsumer(SocketWriter, Deadlines, AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.client_id = uuid.uuid4().hex
         self.hub = Hub.for_loop()
-        self.user: Any = None
-        self.credential: credentials.Credential | None = None
-        self.user_id: int | None = None
-        self.visible_projects: frozenset[str] | None = frozenset()
-        self.scope_project: str | None = None
-        self.scope_run: str | None = None
-        self._member_of: frozenset[str] | None = frozenset()
+        self._start_viewer()
         self.subscriptions: set[str] = set()
         self._types: frozenset[str] = frozenset()
         self._start_writer(settings.WS_SEND_QUEUE)
-        self._held: list[LoggedEvent] | None = None  # events held while a resume replays
+        self._start_replay()
         self._going_away = False
-        self._slot_claimed = False
         self._rate = TokenBucket(settings.WS_RATE_LIMIT, settings.WS_RATE_BURST, time.monotonic())
         self._start_deadlines()
 
@@ -174,9 +165,7 @@ class RunEventsConsumer(SocketWriter, Deadlines, AsyncJsonWebsocketConsumer):
         self._stop_writer()
         self._stop_deadlines()
         self.hub.remove(self)
-        if self._slot_claimed and self.user_id is not None:
-            self.hub.release_user_slot(self.user_id)
-            self._slot_claimed = False
+        self._release_slot()
         metrics.SOCKETS_OPEN.dec()
         metrics.CLOSES.labels(code=str(self._close_code or code)).inc()
 
@@ -340,9 +329,7 @@ class RunEventsConsumer(SocketWriter, Deadlines, AsyncJsonWebsocketConsumer):
             project_id = project_id or run_project
 
         if self.user_id != user.pk:
-            if self._slot_claimed and self.user_id is not None:
-                self.hub.release_user_slot(self.user_id)
-                self._slot_claimed = False
+            self._release_slot()
             if not self._claim_slot(user.pk):
                 self._auth_failed("too many open connections for this user")
                 self._close_after_flush(CLOSE_TOO_MANY)
@@ -378,93 +365,6 @@ class RunEventsConsumer(SocketWriter, Deadlines, AsyncJsonWebsocketConsumer):
 
     def _auth_failed(self, message: str) -> None:
         self._push(_now_frame("auth.failed", {"message": message}))
-
-    def _claim_slot(self, user_id: int) -> bool:
-        if not self.hub.claim_user_slot(user_id):
-            return False
-        self._slot_claimed = True
-        return True
-
-    async def _set_user(self, user: Any, member_of: frozenset[str] | str | None = "load") -> None:
-        if member_of == "load":
-            member_of = await database_sync_to_async(access.member_projects)(user)
-        assert not isinstance(member_of, str)
-        self.user = user
-        self.user_id = user.pk
-        self._member_of = _shared(member_of)
-        self._narrow()
-
-    def _narrow(self) -> None:
-        """Visible projects = membership ∩ the socket's scope; re-index in the hub."""
-        if self.scope_project is not None:
-            allowed = self._member_of is None or self.scope_project in self._member_of
-            self.visible_projects = (
-                _shared(frozenset({self.scope_project})) if allowed else frozenset()
-            )
-        else:
-            self.visible_projects = self._member_of
-        self.hub.reindex(self)
-
-    def apply_standing(
-        self, standing: credentials.Standing | None, valid: set[str | credentials.SessionRef]
-    ) -> None:
-        """Called by the hub's periodic re-check: revoked credentials stop the stream (a
-        deactivated user, a deleted REST token, a session ended by logout, flush, expiry or a
-        password change)."""
-        if self.user is None or self._closing:
-            return
-        key = self.credential_key()
-        if standing is None or not standing.active or (key is not None and key not in valid):
-            self.visible_projects = frozenset()
-            self.hub.reindex(self)
-            self._close_soon(CLOSE_UNAUTHENTICATED)
-            return
-        member_of = None if standing.staff else standing.projects
-        if member_of != self._member_of:
-            self._member_of = _shared(member_of)
-            self._narrow()
-            if self.scope_project is not None and not self.visible_projects:
-                self._close_soon(CLOSE_FORBIDDEN)
-
-    def credential_key(self) -> str | credentials.SessionRef | None:
-        cred = self.credential
-        return cred.key() if cred is not None else None
-
-    # --- replay --------------------------------------------------------------------------
-
-    async def _replay(self, after: int) -> None:
-        """Log events > after, then whatever arrived live meanwhile: no gap, no duplicate."""
-        try:
-            pruned = await database_sync_to_async(log.pruned_through)()
-            limit = settings.WS_RESUME_MAX_EVENTS
-            if after < pruned:
-                self._resync(after, pruned + 1)
-                return
-            events = (
-                await database_sync_to_async(log.visible_after)(
-                    after,
-                    projects=self.visible_projects,
-                    run_id=self.scope_run,
-                    types=self._types,
-                    limit=limit + 1,
-                )
-                if self._types and self.visible_projects != frozenset()
-                else []
-            )
-            if len(events) > limit:
-                self._resync(after, pruned + 1)
-                return
-            for event in events:
-                self._enqueue(event, replayed=True)
-            metrics.RESUME_REPLAYED.inc(len(events))
-        finally:
-            held, self._held = self._held or [], None
-            for event in held:
-                self.offer(event)
-
-    def _resync(self, after: int, oldest: int) -> None:
-        metrics.RESYNC_REQUIRED.inc()
-        self._push(_now_frame("resync.required", {"lastEventId": after, "oldestEventId": oldest}))
 
     # --- outbound ------------------------------------------------------------------------
 
@@ -516,27 +416,12 @@ _HANDLERS = {
 
 
 # Per-socket state that many sockets have in common is shared, not copied per socket: the set
-# of event types a subscription maps to (~0.7 KiB each), the visible projects, and the names a
-# client subscribes with (strings parsed from its frames would otherwise be kept per socket).
-# All are immutable, so sharing changes nothing but memory.
+# of event types a subscription maps to (~0.7 KiB each) and the names a client subscribes with
+# (strings parsed from its frames would otherwise be kept per socket). Both are immutable, so
+# sharing changes nothing but memory. (Visible projects are shared the same way: viewer.py.)
 _SHARED_MAX = 4096
 _TYPES_OF: dict[frozenset[str], frozenset[str]] = {}
-_SHARED: dict[frozenset[str], frozenset[str]] = {}
 _NAMES = {name: name for name in (*CATEGORY_OF, *EVENT_CATEGORIES)}
-
-
-def _shared(projects: frozenset[str] | None) -> frozenset[str] | None:
-    """One instance per distinct set of projects. Bounded: past the limit, the table starts
-    over (the sets already handed out stay valid)."""
-    if projects is None:
-        return None
-    found = _SHARED.get(projects)
-    if found is not None:
-        return found
-    if len(_SHARED) >= _SHARED_MAX:
-        _SHARED.clear()
-    _SHARED[projects] = projects
-    return projects
 
 
 def _type_label(content: Any) -> str:

@@ -6,8 +6,8 @@ re-armed only when it fires, so an idle socket costs one wake-up per timeout per
 per message or per second.
 
 `Deadlines` is a base class of the consumer, holding no state of its own: its three
-attributes live in the consumer's `__slots__` (a separate object would cost memory per
-socket for two timestamps).
+attributes live in the consumer's `__slots__` (`DEADLINES_SLOTS`; a separate object would
+cost memory per socket for two timestamps).
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ CLOSE_GOING_AWAY = 1001  # silent past the heartbeat timeout: the client should 
 CLOSE_UNAUTHENTICATED = 4401
 
 
-class Deadlines:
-    # The consumer's slots: when the socket connected, when the client last sent a message,
-    # and the timer due at the next deadline.
-    SLOTS = ("_connected_at", "_last_inbound", "_timer")
+# Deadlines' attributes, for the host's __slots__: when the socket connected, when the client
+# last sent a message, and the timer due at the next deadline.
+DEADLINES_SLOTS = ("_connected_at", "_last_inbound", "_timer")
 
+
+class Deadlines:
     if TYPE_CHECKING:  # provided by the host class
         user: Any
         _closing: bool

@@ -29,8 +29,11 @@ from collections import deque
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from events import metrics
 from events.record import LoggedEvent
+from events.schemas import iso_timestamp
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -44,6 +47,13 @@ CLOSE = 3  # item: the close code (int), sent once everything before it has been
 Entry = tuple[int, Any]
 
 CLOSE_SLOW_CONSUMER = 4008  # the client reads too slowly: its live queue overflowed
+
+
+def control_frame(msg_type: str, payload: dict[str, Any]) -> str:
+    """A server message that is not an event (a reply, an error, a notice), stamped now."""
+    return orjson.dumps(
+        {"type": msg_type, "timestamp": iso_timestamp(), "payload": payload}
+    ).decode()
 
 
 class SocketWriter:
