@@ -81,17 +81,16 @@ class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsoc
     # keys and costs ~1.6 KiB per socket; slots cost 8 bytes each. channels' base classes have
     # no __slots__, so an attribute missing here (or in SocketWriter's) still works but lands
     # in a per-instance dict (tests/test_ws_memory.py fails then: add it here).
-    __slots__ = (  # scope, channel_layer, base_send: set by channels' AsyncConsumer
+    __slots__ = (  # scope, channel_layer, base_send: set by channels' AsyncConsumer (base_send
+        # and hub are SocketWriter's)
         *VIEWER_SLOTS,
         *REPLAY_SLOTS,
         *DEADLINES_SLOTS,
         "_going_away",
         "_rate",
         "_types",
-        "base_send",
         "channel_layer",
         "client_id",
-        "hub",
         "scope",
         "subscriptions",
     )

@@ -59,8 +59,8 @@ def control_frame(msg_type: str, payload: dict[str, Any]) -> str:
 class SocketWriter:
     """One socket's outbound side: frames to the server, the send queue, and the close.
 
-    The host class (the consumer) provides `base_send` (the server's ASGI send), `hub` (whose
-    counters this updates) and `close()` (channels' websocket close).
+    The host class (the consumer) sets `base_send` (the server's ASGI send) and `hub` (whose
+    counters this updates), and provides `close()` (channels' websocket close).
     """
 
     __slots__ = (
@@ -73,13 +73,16 @@ class SocketWriter:
         "_queued",
         "_replay_queued",
         "_writer",
+        "base_send",  # the server's ASGI send (set by the host: channels' __call__)
+        "hub",  # the socket's hub, whose delivery counters this updates (set by the host)
         "last_sent_id",
         "message_count",
     )
 
+    base_send: Any
+    hub: Hub
+
     if TYPE_CHECKING:  # provided by the host class
-        base_send: Any
-        hub: Hub
 
         async def close(
             self, code: int | bool | None = None, reason: str | None = None
