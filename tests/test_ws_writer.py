@@ -1,0 +1,194 @@
+"""The per-socket outbound path (events/gateway/writer.py) without a server: a fake ASGI send
+that can be held shut, to build a queue behind a suspended send and watch it drain."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from events.gateway.writer import CLOSE_SLOW_CONSUMER, SocketWriter
+from events.record import LoggedEvent
+
+
+class _Hub:
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.coalesced = 0
+        self.dropped = 0
+
+
+class _Socket(SocketWriter):
+    """A SocketWriter host: records the frames the 'server' took and the close."""
+
+    __slots__ = ("base_send", "closed_with", "frames", "hub", "open")
+
+    def __init__(self, queue_limit: int = 100) -> None:
+        self.hub = _Hub()
+        self.frames: list[str] = []
+        self.closed_with: int | None = None
+        self.open = asyncio.Event()
+        self.open.set()
+        self.base_send = self._server_send
+        self._start_writer(queue_limit)
+
+    async def _server_send(self, message: dict[str, Any]) -> None:
+        if not self.open.is_set():
+            await self.open.wait()  # back-pressure: the send suspends
+        self.frames.append(message["text"])
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.closed_with = int(code) if code is not None else None
+
+    def names(self) -> list[str]:
+        return [orjson.loads(f).get("payload", {}).get("name", f) for f in self.frames]
+
+    async def drained(self) -> None:
+        self.open.set()
+        for _ in range(100):
+            if self._writer is None:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError("the writer did not finish")
+
+
+_ids = iter(range(1, 1_000_000))
+
+
+def _event(name: str, *, stage: str = "", kind: str = "run.created") -> LoggedEvent:
+    event_id = next(_ids)
+    payload = {"name": name}
+    frame = orjson.dumps({"id": event_id, "type": kind, "payload": payload}).decode()
+    return LoggedEvent(
+        id=event_id,
+        prev_id=event_id - 1,
+        type=kind,
+        project_id="p",
+        run_id="r",
+        timestamp="t",
+        payload=payload,
+        frame=frame,
+        stage_id=stage,
+    )
+
+
+def _progress(name: str, stage: str) -> LoggedEvent:
+    return _event(name, stage=stage, kind="stage.progress")
+
+
+async def _stalled(sock: _Socket) -> None:
+    """The next send suspends, so what follows it queues."""
+    sock.open.clear()
+    sock._enqueue(_event("stuck"))
+    assert sock._writer is not None
+
+
+async def test_it_sends_at_once_without_a_task_when_nothing_is_queued() -> None:
+    sock = _Socket()
+    sock._enqueue(_event("a"))
+    sock._push('{"type":"pong"}')
+    assert sock.names() == ["a", '{"type":"pong"}']
+    assert sock._writer is None and sock._queue is None
+    assert sock.message_count == 1 and sock.hub.delivered == 1
+
+
+async def test_it_keeps_order_behind_a_suspended_send() -> None:
+    sock = _Socket()
+    await _stalled(sock)
+    sock._enqueue(_event("a"))
+    sock._push('{"type":"pong"}')
+    sock._enqueue(_event("b"))
+    await sock.drained()
+    assert sock.names() == ["stuck", "a", '{"type":"pong"}', "b"]
+    assert sock.message_count == 3 and sock._queue is None
+
+
+async def test_it_never_sends_an_event_twice() -> None:
+    sock = _Socket()
+    event = _event("once")
+    sock._enqueue(event)
+    sock._enqueue(event)
+    assert sock.names() == ["once"]
+
+
+async def test_a_newer_progress_supersedes_a_queued_one_for_the_same_stage() -> None:
+    sock = _Socket()
+    await _stalled(sock)
+    for name, stage in (("s1-10%", "s1"), ("s2-10%", "s2"), ("s1-50%", "s1"), ("s1-90%", "s1")):
+        sock._enqueue(_progress(name, stage))
+    assert sock._queued == 2
+    await sock.drained()
+    assert sock.names() == ["stuck", "s2-10%", "s1-90%"]
+    assert sock.hub.coalesced == 2
+    assert sock._queued == 0 and not sock._pending_progress
+
+
+async def test_a_progress_already_sent_is_not_superseded() -> None:
+    sock = _Socket()
+    await _stalled(sock)
+    sock._enqueue(_progress("s1-10%", "s1"))
+    await sock.drained()
+    sock.open.clear()
+    sock._enqueue(_event("stuck again"))
+    sock._enqueue(_progress("s1-50%", "s1"))
+    await sock.drained()
+    assert sock.names() == ["stuck", "s1-10%", "stuck again", "s1-50%"]
+    assert sock.hub.coalesced == 0
+
+
+async def test_replayed_progress_is_never_coalesced() -> None:
+    sock = _Socket()
+    await _stalled(sock)
+    for name in ("10%", "50%"):
+        sock._enqueue(_progress(name, "s1"), replayed=True)
+    sock._enqueue(_progress("90%", "s1"))  # live: nothing live to supersede
+    await sock.drained()
+    assert sock.names() == ["stuck", "10%", "50%", "90%"]
+    assert sock.hub.coalesced == 0
+
+
+async def test_it_closes_a_slow_consumer_when_live_events_overflow_the_queue() -> None:
+    sock = _Socket(queue_limit=2)
+    await _stalled(sock)
+    sock._enqueue(_event("a"))
+    sock._enqueue(_event("b"))
+    assert sock.closed_with is None
+    sock._enqueue(_event("c"))  # the third queued live event: over the limit of 2
+    await asyncio.sleep(0)
+    assert sock.closed_with == CLOSE_SLOW_CONSUMER
+    assert sock.hub.dropped == 3
+
+
+async def test_replayed_events_do_not_count_against_the_queue_limit() -> None:
+    sock = _Socket(queue_limit=2)
+    await _stalled(sock)
+    for i in range(5):
+        sock._enqueue(_event(f"old{i}"), replayed=True)
+    sock._enqueue(_event("live1"))
+    sock._enqueue(_event("live2"))
+    await sock.drained()
+    assert sock.closed_with is None
+    assert sock.names() == ["stuck", *(f"old{i}" for i in range(5)), "live1", "live2"]
+
+
+async def test_it_closes_after_flushing_what_was_queued() -> None:
+    sock = _Socket()
+    await _stalled(sock)
+    sock._push('{"type":"error"}')
+    sock._close_after_flush(1001)
+    sock._enqueue(_event("after the close"))  # queued behind it: never sent
+    await sock.drained()
+    assert sock.names() == ["stuck", '{"type":"error"}']
+    assert sock.closed_with == 1001
+
+
+async def test_a_send_the_server_refuses_stops_the_socket_quietly() -> None:
+    sock = _Socket()
+
+    async def refuse(message: dict[str, Any]) -> None:
+        raise ConnectionResetError
+
+    sock.base_send = refuse
+    sock._enqueue(_event("a"))
+    assert sock._closing and sock.message_count == 0
