@@ -88,8 +88,8 @@ class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsoc
         # channels' AsyncConsumer.__call__, for a consumer with no channel layer. Its
         # await_many_dispatch() wraps every receive() in a task and waits on it with
         # asyncio.wait(), so each idle socket held an extra task, coroutine, waiter future and
-        # callbacks (~1.7 KiB, docs/benchmarks.md). With one message source, awaiting it
-        # directly dispatches the same messages in the same order.
+        # callbacks for as long as it lives. With one message source, awaiting it directly
+        # dispatches the same messages in the same order, with none of that per socket.
         self.scope = scope
         self.channel_layer = None  # channel_layer_alias names no layer (see _NO_LAYER)
         self.base_send = send

@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 
 GROUP = "researchflow.events"
 # Events per layer message when several are waiting to go: with Redis each layer message is a
-# PUBLISH round trip, so a run of events travels as one "rf.batch" (docs/benchmarks.md,
-# publishing).
+# PUBLISH round trip, so a run of events travels as one "rf.batch": the rate one process can
+# hand to the others must not be capped by round trips.
 BATCH_MAX = 100
 # How long a hand-off buffer collects events before the loop takes them (the first event of a
 # burst goes at once): one loop wake-up per interval, not per event, keeps the publishing

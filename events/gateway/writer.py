@@ -98,7 +98,7 @@ class SocketWriter:
         # per delivery.
         self._queue_limit = queue_limit
         # Built on first use: frames queue only behind a send that suspended (back-pressure),
-        # so most sockets never need one (~0.7 KiB each, docs/benchmarks.md section 3).
+        # so most sockets never need one: memory per idle socket decides how many a process holds.
         self._queue: deque[Entry] | None = None
         self._queued = 0  # entries in the queue, not counting superseded progress
         self._replay_queued = 0  # of _queued: replayed events (not held to WS_SEND_QUEUE)
@@ -181,7 +181,7 @@ class SocketWriter:
         An ASGI `send` is a coroutine, but uvicorn's and daphne's only suspend under
         back-pressure (the client's TCP window is full). So it is driven by hand: if it
         finishes in one step, the frame is on the transport and no task was made — at fan-out
-        rates a task per socket per event costs more than the frame (docs/benchmarks.md).
+        rates a task per socket per event costs more than the frame itself.
         If it suspends, a writer task takes the half-sent coroutine over (`_SuspendedSend`)
         and everything after it queues behind, so order is kept and a slow client meets the
         queue limit as before. The coroutine runs in the caller's task and context (the
