@@ -100,6 +100,15 @@ for _origin in WS_ALLOWED_ORIGINS:
             "in ASCII (punycode for IDN), with no path, user, wildcard or trailing slash"
         )
 
+# Where the dashboard's JS client opens its socket (the seed's VITE_WEBSOCKET_URL). Unset: the
+# page's own origin, `/ws`. Set it when /ws is served from another host; that host must list this
+# site's origin in its WS_ALLOWED_ORIGINS, or it refuses the session cookie's handshake.
+WEBSOCKET_URL = os.environ.get("WEBSOCKET_URL", "").strip() or None
+if WEBSOCKET_URL is not None and not WEBSOCKET_URL.startswith(("ws://", "wss://", "/")):
+    raise ImproperlyConfigured(
+        f"WEBSOCKET_URL: {WEBSOCKET_URL!r} must be a ws:// or wss:// URL, or a path such as /ws"
+    )
+
 
 def _database_config() -> dict[str, object]:
     raw = os.environ.get("DATABASE_URL", "").strip()

@@ -35,8 +35,17 @@ def check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ({"DEBUG": "0"}, "SECRET_KEY"),
         ({"WS_ALLOWED_ORIGINS": "https://*.example.org"}, "WS_ALLOWED_ORIGINS"),
         ({"WS_ALLOWED_ORIGINS": "https://app.example.org/"}, "WS_ALLOWED_ORIGINS"),
+        ({"WEBSOCKET_URL": "https://events.example.org/ws"}, "WEBSOCKET_URL"),
     ],
-    ids=["PORT", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "WS_ORIGIN_WILDCARD", "WS_ORIGIN_PATH"],
+    ids=[
+        "PORT",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SECRET_KEY",
+        "WS_ORIGIN_WILDCARD",
+        "WS_ORIGIN_PATH",
+        "WEBSOCKET_URL",
+    ],
 )
 def test_it_refuses_a_bad_environment_in_one_line(
     tmp_path: Path, env: dict[str, str], variable: str
@@ -58,6 +67,7 @@ def test_it_accepts_a_good_environment(tmp_path: Path) -> None:
         REDIS_URL="redis://127.0.0.1:6379/0",
         ALLOWED_HOSTS="example.org",
         WS_ALLOWED_ORIGINS="https://app.example.org,http://localhost:5173",
+        WEBSOCKET_URL="wss://events.example.org/ws",
     )
     assert result.returncode == 0, result.stderr
 

@@ -33,7 +33,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     projects = list(visible_projects(user).order_by("name", "id"))
     config = {
         # The seed's VITE_WEBSOCKET_URL: a deployment may put /ws on another host.
-        "websocketUrl": getattr(settings, "WEBSOCKET_URL", None),
+        "websocketUrl": settings.WEBSOCKET_URL,
         "username": user.get_username(),
         "isStaff": bool(user.is_staff),
         "demoUrl": reverse("web:start-demo") if user.is_staff else None,
