@@ -138,6 +138,23 @@ def _log_window(after: int, upto: int) -> dict[int, tuple[str, str]]:
     return {pos: (str(project), str(payload.get("stageId", ""))) for pos, project, payload in rows}
 
 
+def _log_size() -> dict[str, Any]:
+    """The event log's rows and its bytes on disk (table, TOAST and indexes)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*), pg_total_relation_size('events_event'), "
+            "pg_indexes_size('events_event') FROM events_event"
+        )
+        rows, total, indexes = cursor.fetchone()
+    return {
+        "rows": rows,
+        "bytes_per_row": round(total / max(1, rows)),
+        "index_bytes_per_row": round(indexes / max(1, rows)),
+    }
+
+
 def _log_head() -> int:
     from events import log
 
@@ -538,8 +555,9 @@ def report(r: dict[str, Any]) -> None:
         print(
             f"    server {s['server']}: {s['sockets']} sockets, CPU {s['cpu_s']:.2f} s "
             f"({s['cpu_pct']:.0f}%), in {s.get('received')}, discarded {s.get('discarded')}, "
-            f"frames {s['frames_sent']}, repaired {s['repaired']}; us/frame {s['cpu_us_per_frame']}, us/event in "
-            f"{s['cpu_us_per_event_in']}, us/discard {s['cpu_us_per_discard']}",
+            f"frames {s['frames_sent']}, repaired {s['repaired']}; us/frame "
+            f"{s['cpu_us_per_frame']}, us/event in {s['cpu_us_per_event_in']}, us/discard "
+            f"{s['cpu_us_per_discard']}",
             flush=True,
         )
     c = r["cpu_us_per_event"]
@@ -687,6 +705,8 @@ def main() -> None:
                 parser.error(f"unknown phase {name}")
             report(r)
             results.append(r)
+        log_size = _log_size()
+        print(f"  event log: {log_size}", flush=True)
         rss1 = [rss_kb(a.proc.pid) for a in apps if a.proc]
         rss = {"before_clients_kb": rss0, "after_kb": rss1}
         print(f"  server RSS: {rss}", flush=True)
@@ -701,6 +721,7 @@ def main() -> None:
                 "clients_authed": clients.authed,
                 "results": results,
                 "server_rss": rss,
+                "log": log_size,
             },
         )
         connections.close_all()
