@@ -725,6 +725,11 @@ def main() -> None:
             },
         )
         connections.close_all()
+    failing = ("lost", "foreign", "duplicates", "publisher_errors")
+    bad = [r["phase"] for r in results if any(r[k] for k in failing) or not r["complete"]]
+    if bad:
+        print(f"FAILED: loss, strays, duplicates or errors in {bad}", flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
