@@ -654,6 +654,7 @@ class ClientPool:
         self.stats = Stats()
         self.errors: list[str] = []
         self.odd_frames = 0
+        self.auth_extra: dict[str, Any] = {}  # more `auth` fields, e.g. {"projectId": …}
 
     async def open_many(
         self,
@@ -664,7 +665,10 @@ class ClientPool:
     ) -> dict[str, Any]:
         sem = asyncio.Semaphore(concurrency)
         auth_msg = json.dumps(
-            {"type": "auth", "payload": {"token": self.token, "eventCategories": CATEGORIES}}
+            {
+                "type": "auth",
+                "payload": {"token": self.token, "eventCategories": CATEGORIES, **self.auth_extra},
+            }
         )
         est_times: list[float] = []
         auth_times: list[float] = []
@@ -720,7 +724,10 @@ class ClientPool:
         """Authenticate every open, not yet authenticated socket; `concurrency` in flight."""
         sem = asyncio.Semaphore(concurrency)
         auth_msg = json.dumps(
-            {"type": "auth", "payload": {"token": self.token, "eventCategories": CATEGORIES}}
+            {
+                "type": "auth",
+                "payload": {"token": self.token, "eventCategories": CATEGORIES, **self.auth_extra},
+            }
         )
         done: list[float] = []
         failures: list[str] = []

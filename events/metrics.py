@@ -56,6 +56,14 @@ GAPS_REPAIRED = Counter(
     "researchflow_hub_gap_events_repaired_total",
     "Events the hub fetched from the log because the channel layer lost or reordered them",
 )
+HUB_EVENTS_RECEIVED = Counter(
+    "researchflow_hub_events_received_total",
+    "Events a process's hubs took in from the channel layer or the log, in log order",
+)
+HUB_EVENTS_DISCARDED = Counter(
+    "researchflow_hub_events_discarded_total",
+    "Events a process's hubs took in but could offer to no local socket (none may see them)",
+)
 LAYER_ERRORS = Counter(
     "researchflow_channel_layer_errors_total", "Channel-layer send/receive errors", ["op"]
 )

@@ -263,6 +263,24 @@ def test_it_sums_socket_stats_over_processes_and_skips_bad_entries(
 
 
 @override_settings(REDIS_URL="redis://127.0.0.1:1/0")
+def test_it_sums_events_discarded_over_processes_and_accepts_stats_without_them(
+    world: Any, monkeypatch: Any
+) -> None:
+    with_events = json.loads(_stats(1, 1, {}))
+    with_events["events"] = {"received": 7, "discarded": 3}
+    fake = FakeRedis(
+        {
+            b"researchflow:wsstats:a": {"stats": json.dumps(with_events).encode()},
+            b"researchflow:wsstats:b": {"stats": _stats(1, 1, {})},
+        }
+    )
+    monkeypatch.setattr(views, "_redis_client", lambda: fake)
+    cluster = world.client(world.sam).get("/api/ws/stats/").json()["cluster"]
+    assert cluster["processes"] == 2
+    assert cluster["events"] == {"received": 7, "discarded": 3}
+
+
+@override_settings(REDIS_URL="redis://127.0.0.1:1/0")
 def test_it_still_shows_local_stats_when_redis_is_down(world: Any, monkeypatch: Any) -> None:
     def refuse() -> Any:
         raise ConnectionError("refused")

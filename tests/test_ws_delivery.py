@@ -578,3 +578,22 @@ async def test_a_stalled_write_the_server_then_refuses_ends_quietly(world: Any) 
     assert consumer._writer is None
     assert consumer.message_count == 0
     await comm.disconnect()
+
+
+async def test_it_counts_events_no_local_socket_may_see_as_discarded(world: Any) -> None:
+    bob = await authed_socket(world.bob, categories=ALL)
+    await db(services.create_run)(world.other_project, "Charlie's", ["x"], world.charlie)
+    await offered_everything_logged()
+    assert the_hub().stats()["events"] == {"received": 1, "discarded": 1}
+    await db(services.create_run)(world.project, "Bob's", ["x"], world.alice)
+    assert len(await receive_events(bob, 1)) == 1
+    assert the_hub().stats()["events"] == {"received": 2, "discarded": 1}
+    await bob.disconnect()
+
+
+async def test_it_discards_nothing_while_a_staff_socket_sees_every_project(world: Any) -> None:
+    sam = await authed_socket(world.sam, categories=ALL)
+    await db(services.create_run)(world.other_project, "Charlie's", ["x"], world.charlie)
+    assert len(await receive_events(sam, 1)) == 1
+    assert the_hub().stats()["events"] == {"received": 1, "discarded": 0}
+    await sam.disconnect()

@@ -92,7 +92,11 @@ class Hub:
         self.coalesced = 0
         self.dropped = 0
         self.gap_repaired = 0
-        self._flushed = {"delivered": 0, "coalesced": 0}
+        # Events taken in (in log order), and those of them no local socket could see: what
+        # this process pays for events it can only discard (docs/scaling.md).
+        self.received = 0
+        self.discarded = 0
+        self._flushed = {"delivered": 0, "coalesced": 0, "received": 0, "discarded": 0}
 
     @property
     def last_id(self) -> int | None:
@@ -246,6 +250,12 @@ class Hub:
         batch, self._batch = self._batch, []
         if not batch:
             return
+        self.received += len(batch)
+        if not self._everything:
+            by_project = self._by_project
+            for event in batch:  # per event, never per socket
+                if event.project_id not in by_project:
+                    self.discarded += 1
         # One ASGI message per event, shared by every socket: servers only read it.
         pairs = [(event, {"type": "websocket.send", "text": event.frame}) for event in batch]
         for sub, sub_pairs in self._targets(pairs):
@@ -351,7 +361,12 @@ class Hub:
                 logger.exception("event hub: log check failed")
 
     def _flush_metrics(self) -> None:
-        for name, counter in (("delivered", metrics.DELIVERED), ("coalesced", metrics.COALESCED)):
+        for name, counter in (
+            ("delivered", metrics.DELIVERED),
+            ("coalesced", metrics.COALESCED),
+            ("received", metrics.HUB_EVENTS_RECEIVED),
+            ("discarded", metrics.HUB_EVENTS_DISCARDED),
+        ):
             value = getattr(self, name)
             delta = value - self._flushed[name]
             if delta:
@@ -397,6 +412,7 @@ class Hub:
                 "coalesced": self.coalesced,
                 "dropped": self.dropped,
             },
+            "events": {"received": self.received, "discarded": self.discarded},
             "lastEventId": self.last_id,
             "gapEventsRepaired": self.gap_repaired,
         }

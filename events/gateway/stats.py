@@ -43,6 +43,7 @@ def empty_stats() -> dict[str, Any]:
         "connections": {"total": 0, "authenticated": 0},
         "subscriptions": {"byType": Counter(), "byCategory": Counter()},
         "messages": {"sent": 0, "coalesced": 0, "dropped": 0},
+        "events": {"received": 0, "discarded": 0},
     }
 
 
@@ -64,6 +65,13 @@ def merge_stats(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
         )
     for key in ("sent", "coalesced", "dropped"):
         total["messages"][key] += part["messages"][key]
+    # Events taken in and discarded (no local socket may see them); absent from the stats of
+    # a process that predates them, and only whole counts are added.
+    events = part.get("events")
+    for key in ("received", "discarded"):
+        value = events.get(key) if isinstance(events, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            total["events"][key] += value
     return total
 
 
