@@ -338,6 +338,10 @@ WS_MAX_FRAME_BYTES = MAX_FRAME_BYTES  # the protocol's limit (events/limits.py)
 # pub/sub messages, a dropped tail), and how long it waits for an out-of-order event.
 WS_GAP_CHECK_INTERVAL = envfloat("WS_GAP_CHECK_INTERVAL", 2.0, minimum=0.05)
 WS_GAP_WAIT = envfloat("WS_GAP_WAIT", 0.2, minimum=0.0)
+# K: events travel over the channel layer in K groups by project (crc32(project) % K), and a
+# process hears only the shards of the projects its sockets may see (events/shards.py). The same
+# value in every process and worker of a deployment; change it only with all of them stopped.
+WS_EVENT_SHARDS = envint("WS_EVENT_SHARDS", 16, minimum=1, maximum=4096)
 # Re-check of socket credentials (member removed, user deactivated, token revoked).
 WS_REAUTH_INTERVAL = envfloat("WS_REAUTH_INTERVAL", 5.0, minimum=0.05)
 WS_SOCKET_TOKEN_MAX_AGE = envint("WS_SOCKET_TOKEN_MAX_AGE", 300, minimum=1)
