@@ -114,7 +114,7 @@ async def test_a_lost_layer_message_is_repaired_from_its_shard_of_the_log(
 
     async def spy(after: int, upto: int | None, shard: int | None = None) -> list[LoggedEvent]:
         reads.append(shard)
-        return await real_between(after, upto, shard)  # type: ignore[no-any-return]
+        return await real_between(after, upto, shard)
 
     monkeypatch.setattr(hubmod, "_log_between", spy)
     accept = hub.accept
@@ -145,14 +145,19 @@ async def test_a_socket_that_widens_gets_every_event_it_may_now_see_in_order(
 
     # While the hub widens, an X event commits after it joined every group but before it read
     # the log head, and the layer loses it: only the log has it, below the new baseline.
-    accept = hub.accept
-    hub.accept = lambda e: None if e.id == in_flight[0] else accept(e)  # type: ignore[method-assign]
     in_flight: list[int] = [0]
+    accept = hub.accept
+
+    def losing_in_flight(event: LoggedEvent) -> None:
+        if event.id != in_flight[0]:
+            accept(event)
+
+    hub.accept = losing_in_flight  # type: ignore[method-assign]
     real_head = hubmod._log_head
 
     async def head_after_a_commit() -> int:
         in_flight[0] = (await publish(X)).id
-        return await real_head()  # type: ignore[no-any-return]
+        return await real_head()
 
     monkeypatch.setattr(hubmod, "_log_head", head_after_a_commit)
     on_x.visible_projects = frozenset({X, Y})  # a membership added while connected
