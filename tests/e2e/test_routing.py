@@ -102,8 +102,9 @@ def test_each_process_hears_only_its_sockets_shards_and_each_socket_gets_exactly
             return sample(scrape(app, admin), RECEIVED) - before == expected
 
         for app, before, want in zip((a, b), received_before, (want_x, want_y), strict=True):
+            count = len(want)
             settled = await asyncio.to_thread(
-                wait_for, lambda app=app, before=before, n=len(want): heard(app, before, n), 5
+                wait_for, lambda app=app, before=before, n=count: heard(app, before, n), 5
             )
             got = sample(scrape(app, admin), RECEIVED) - before
             assert settled, f"{app.url} received {got} layer events, expected {len(want)}"
