@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     BENCH_ENV,
     AppServer,
+    Gateway,
     Publisher,
     RedisServer,
     cpu_seconds,
@@ -39,17 +40,12 @@ from _common import (
 )
 
 
-class _Target:
-    """What bench/_common.Publisher needs of a gateway: its env, a project and a run."""
-
-    def __init__(self, app: AppServer, project_id: str, run_id: str) -> None:
-        self.app = app
-        self.project_id = project_id
-        self.run_id = run_id
-
-    @property
-    def env(self) -> dict[str, str]:
-        return dict(self.app.env)
+def _target(app: AppServer, project_id: str, run_id: str) -> Gateway:
+    """What bench/_common.Publisher needs of a gateway (its env, a project and a run), for a
+    server this bench started itself."""
+    gateway = Gateway.__new__(Gateway)
+    gateway.app, gateway.project_id, gateway.run_id = app, project_id, run_id
+    return gateway
 
 
 def _projects(app: AppServer, token: str, shards: int) -> tuple[str, str]:
@@ -110,7 +106,7 @@ def run(shards: int, events: int, server: str) -> dict[str, Any]:
                 "POST", "/api/runs/", {"projectId": y, "name": "R", "stages": ["S"]}, token
             )
             assert a.proc is not None and b.proc is not None
-            with Publisher(_Target(a, y, run_y["id"])) as publisher:  # type: ignore[arg-type]
+            with Publisher(_target(a, y, run_y["id"])) as publisher:
 
                 async def measure() -> dict[str, Any]:
                     on_x = await _socket(a.ws_url, token, x)

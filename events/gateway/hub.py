@@ -178,12 +178,14 @@ class Hub:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._settled.set()  # a socket waiting for a widening goes on (and is closed)
         self.sender.retire()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._settled.set()
         if self.layer is not None and self.channel is not None:
             for shard in tuple(self._joined):
                 with contextlib.suppress(Exception):
@@ -271,10 +273,10 @@ class Hub:
         return EVERY_SHARD
 
     def _kick(self) -> None:
-        if self._wanted() == self._hearing and not self._reconciling:
-            return
+        if self._stopping or (self._wanted() == self._hearing and not self._reconciling):
+            return  # stopping: no socket may wait for a widening that will not come
         self._settled.clear()
-        if not self._reconciling and not self._stopping:
+        if not self._reconciling:
             self._reconciling = True
             task = self.loop.create_task(self._reconcile())
             self._tasks.append(task)
@@ -310,9 +312,9 @@ class Hub:
                 await self._leave_unheard()
         finally:
             self._reconciling = False
-            if self._wanted() == self._hearing:
+            if self._stopping or self._wanted() == self._hearing:
                 self._settled.set()
-            elif not self._stopping:
+            else:
                 self._kick()
 
     def _hear(self, hearing: int | None, chain: Chain[LoggedEvent] | None) -> None:
