@@ -19,6 +19,7 @@ from events.record import LoggedEvent
 from events.schemas import iso_timestamp
 from events.shards import shard_of
 from tests.transport_helpers import Collecting, wait_for
+from tests.ws_helpers import authed_socket
 
 # Two projects in different shards of 16 (the default K), a third in X's shard.
 X = "prj_xxxxxxxxxxxxxxxxxxxa"  # shard 2
@@ -184,3 +185,15 @@ async def test_a_hub_that_narrows_back_to_one_shard_keeps_delivering_it_in_order
     assert await wait_for(lambda: on_x.ids == xs)
     await asyncio.sleep(0)  # nothing else pending
     assert on_x.ids == xs
+
+
+async def test_a_socket_is_told_it_is_authenticated_only_once_its_shard_is_heard(
+    world: Any,
+) -> None:
+    # From auth.success on, every event it may see reaches it: a resume's log read and the
+    # live stream meet without a hole only if the hub hears its shard before either.
+    comm = await authed_socket(world.bob, categories=["RUN_EVENTS"], projectId=world.project.pk)
+    try:
+        assert Hub.running()[0].hearing == shard_of(world.project.pk)
+    finally:
+        await comm.disconnect()
