@@ -212,7 +212,7 @@ def breakdown(bus: Any, items: list[dict[str, Any]], *, hub: bool = True) -> dic
     }
     # The bus runs both in raw SQL through these helpers (the ORM entries above time trees
     # that used the ORM): time them where they exist.
-    for attr in ("_log_head", "_insert_event"):
+    for attr in ("_log_head", "_log_heads", "_insert_event"):
         if hasattr(busmod, attr):
             saved[(busmod, attr)] = getattr(busmod, attr)
     names = {
@@ -223,6 +223,7 @@ def breakdown(bus: Any, items: list[dict[str, Any]], *, hub: bool = True) -> dic
         "aggregate": "SELECT MAX(id) (prev id)",
         "create": "INSERT (ORM create)",
         "_log_head": "SELECT MAX(id) (prev id)",
+        "_log_heads": "SELECT MAX(id) (prev id)",
         "_insert_event": "INSERT (raw SQL)",
     }
     connection.ensure_connection()

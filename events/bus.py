@@ -8,7 +8,9 @@ leaves no event, logged or sent.
 Log positions (the envelope's `id`): on SQLite the INSERT takes `MAX(position) + 1` (writers
 are serialised); on PostgreSQL the row is inserted unpositioned, with no global lock in the
 caller's transaction, and the on-commit hook stamps it first (`events/sequencer.py`), then
-encodes the frame with its position and hands it on.
+encodes the frame with its position and hands it on. Each record also carries its shard
+(`events/shards.py`) and `shard_prev`, the position before it in that shard: the link a hub
+that hears only that shard follows (`prev_id`, the position before, is the global link).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .schemas import (
     iso_timestamp,
     validate_payload,
 )
+from .shards import shard_of
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +63,20 @@ class PHIRejected(EventRejected):
         )
 
 
-def _log_head(cursor: Any) -> int:
-    """The newest log position (SQLite's path). Raw SQL: the ORM's aggregate() compiles a
-    query each call and was a third of the publish path's cost; MAX is an index lookup."""
-    cursor.execute(f"SELECT {sequencer.HEAD_SQL}")
-    return int(cursor.fetchone()[0])
+def _log_heads(cursor: Any, shard: int) -> tuple[int, int | None]:
+    """The newest log position, and the newest in `shard` (None: none yet), SQLite's path. Raw
+    SQL: the ORM's aggregate() compiles a query each call and was a third of the publish path's
+    cost; both MAXes are index lookups, in one statement."""
+    cursor.execute(_HEADS_SQL, [shard])
+    head, shard_head = cursor.fetchone()
+    return int(head), None if shard_head is None else int(shard_head)
 
 
 def _insert_event(
     cursor: Any,
     event_type: str,
     project_id: str,
+    shard: int,
     run_id: str,
     payload: dict[str, Any],
     created_at: datetime,
@@ -86,6 +92,7 @@ def _insert_event(
         position,
         event_type,
         project_id,
+        shard,
         run_id,
         _payload_param(payload, connection),
         _CREATED_AT_FIELD.get_db_prep_save(created_at, connection),
@@ -117,8 +124,13 @@ def _payload_param(payload: dict[str, Any], connection: Any) -> Any:
 _PAYLOAD_FIELD = Event._meta.get_field("payload")
 _CREATED_AT_FIELD = Event._meta.get_field("created_at")
 _INSERT_SQL = (
-    f"INSERT INTO {Event._meta.db_table} (position, type, project_id, run_id, payload, created_at) "  # noqa: S608
-    "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
+    f"INSERT INTO {Event._meta.db_table} "  # noqa: S608
+    "(position, type, project_id, shard, run_id, payload, created_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id"
+)
+_HEADS_SQL = (
+    f"SELECT {sequencer.HEAD_SQL}, "  # noqa: S608 (constants)
+    f"(SELECT MAX(position) FROM {Event._meta.db_table} WHERE shard = %s)"
 )
 
 
@@ -147,8 +159,9 @@ def _assign_positions(record: LoggedEvent) -> None:
         pending.append(record)
     positions = sequencer.stamp([r.pk for r in pending])
     for item in pending:
-        position = positions.get(item.pk)
-        if position is not None:
+        stamped = positions.get(item.pk)
+        if stamped is not None:
+            position, item.shard_prev = stamped
             item.id, item.prev_id = position, position - 1
             item.frame = encode_frame(position, item.type, item.timestamp, item.payload)
     connection._rf_unpositioned = []  # type: ignore[attr-defined]
@@ -193,6 +206,7 @@ class EventBus:
             raise PHIRejected(event_type, findings)
         created_at = at or timezone.now()
         project_id, run_id = data["projectId"], data.get("runId", "")
+        shard = shard_of(project_id)
         # No savepoint when nested in the caller's transaction. The row belongs to the caller's
         # change: if writing it fails, that transaction must not commit without it, so it is
         # marked for rollback rather than rolled back to a savepoint the caller could carry on
@@ -210,6 +224,7 @@ class EventBus:
                 payload=data,
                 frame="",
                 stage_id=data.get("stageId", ""),
+                shard=shard,
             )
             # One cursor for both statements (each Django cursor has a set-up cost).
             with connection.cursor() as cursor:
@@ -217,16 +232,17 @@ class EventBus:
                     # No position and no lock here: the sequencer stamps it after commit.
                     unpositioned = _unpositioned(connection)
                     record.pk = _insert_event(
-                        cursor, event_type, project_id, run_id, data, created_at, None
+                        cursor, event_type, project_id, shard, run_id, data, created_at, None
                     )
                     unpositioned.append(record)
                 else:
                     # SQLite's writers are serialised (IMMEDIATE): the head cannot move under us.
-                    head = _log_head(cursor)
+                    head, shard_head = _log_heads(cursor, shard)
                     record.pk = _insert_event(
-                        cursor, event_type, project_id, run_id, data, created_at, head + 1
+                        cursor, event_type, project_id, shard, run_id, data, created_at, head + 1
                     )
                     record.id, record.prev_id = head + 1, head
+                    record.shard_prev = shard_head
                     record.frame = encode_frame(record.id, event_type, timestamp, data)
             transaction.on_commit(lambda: self._committed(record), robust=True)
         return record

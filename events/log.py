@@ -29,12 +29,24 @@ def pruned_through() -> int:
     return EventLogState.pruned_through_id()
 
 
-def between(after: int, upto: int | None) -> list[LoggedEvent]:
-    """Every event with after < position <= upto (no upper bound: None), in log order, at most
-    REPAIR_BATCH of them."""
+def shard_head(shard: int) -> int:
+    """The newest position in `shard` (0 when it has none): a hub's baseline for the shard."""
+    return Event.objects.filter(shard=shard).aggregate(last=Max("position"))["last"] or 0
+
+
+def shard_heads(shards: Iterable[int]) -> dict[int, int]:
+    """{shard: its newest position (0: none)}, each an index lookup on (shard, position)."""
+    return {shard: shard_head(shard) for shard in shards}
+
+
+def between(after: int, upto: int | None, shard: int | None = None) -> list[LoggedEvent]:
+    """Every event with after < position <= upto (no upper bound: None), in `shard` (None:
+    every shard), in log order, at most REPAIR_BATCH of them."""
     rows = Event.objects.filter(position__gt=after).order_by("position")
     if upto is not None:
         rows = rows.filter(position__lte=upto)
+    if shard is not None:
+        rows = rows.filter(shard=shard)
     return [LoggedEvent.from_row(row) for row in rows[:REPAIR_BATCH]]
 
 

@@ -67,6 +67,14 @@ HUB_EVENTS_DISCARDED = Counter(
 LAYER_ERRORS = Counter(
     "researchflow_channel_layer_errors_total", "Channel-layer send/receive errors", ["op"]
 )
+LAYER_EVENTS_RECEIVED = Counter(
+    "researchflow_layer_events_received_total",
+    "Events this process's hubs received from the channel layer (the shard groups they hear)",
+)
+LAYER_EVENTS_UNWANTED = Counter(
+    "researchflow_layer_events_unwanted_total",
+    "Of those, events of a shard no socket of the hub needed (in flight while it narrowed)",
+)
 PUBLISH_TO_SEND = Histogram(
     "researchflow_publish_to_send_seconds",
     "From the event's commit to its frame handed to the socket",

@@ -29,6 +29,11 @@ class Event(models.Model):
     # Plain ids rather than foreign keys: the log outlives the rows it talks about (a deleted
     # run keeps its history until retention prunes it) and `events` stays independent of `runs`.
     project_id = models.CharField(max_length=32)
+    # events/shards.py: shard_of(project_id) when written. A hub hearing one shard follows it as
+    # its own chain and repairs its gaps by reading (shard, position). The database default
+    # keeps writers of the previous release (which do not name the column) working while a
+    # deploy rolls; their rows are in shard 0 (docs/operations.md, upgrading).
+    shard = models.PositiveSmallIntegerField(default=0, db_default=0)
     run_id = models.CharField(max_length=32, blank=True, default="")
     payload = models.JSONField()
     created_at = models.DateTimeField()
@@ -39,6 +44,7 @@ class Event(models.Model):
             models.Index(fields=["project_id", "position"], name="event_project_position"),
             models.Index(fields=["run_id", "position"], name="event_run_position"),
             models.Index(fields=["created_at"], name="event_created_at"),
+            models.Index(fields=["shard", "position"], name="event_shard_position"),
             # What the sequencer scans: only rows still waiting for a position (few, briefly).
             models.Index(
                 fields=["id"],

@@ -24,6 +24,9 @@ class LoggedEvent:
 
     `id` is the log position (the envelope's id). On PostgreSQL it is 0, and `frame` empty,
     until the sequencer has stamped the row after commit; `pk` is the row's storage id.
+    `prev_id` is the position before (the global chain), `shard` the project's shard
+    (events/shards.py) and `shard_prev` the position before this one in the same shard (None:
+    the shard's first): the link a hub hearing only that shard follows.
     """
 
     id: int
@@ -37,6 +40,8 @@ class LoggedEvent:
     stage_id: str = ""  # routing needs it (progress coalescing) without decoding the frame
     committed_at: float = 0.0  # wall clock (comparable across processes), for latency metrics
     pk: int = 0  # the log row's storage id (not the cursor)
+    shard: int = 0
+    shard_prev: int | None = None
 
     @property
     def category(self) -> str:
@@ -62,6 +67,8 @@ class LoggedEvent:
             "frame": self.frame,
             "stage": self.stage_id,
             "t": self.committed_at,
+            "s": self.shard,
+            "sp": self.shard_prev,
         }
 
     @classmethod
@@ -77,6 +84,8 @@ class LoggedEvent:
             frame=message["frame"],
             stage_id=message.get("stage") or "",
             committed_at=message.get("t") or 0.0,
+            shard=message.get("s") or 0,
+            shard_prev=message.get("sp"),
         )
 
     @classmethod
@@ -94,6 +103,7 @@ class LoggedEvent:
             frame=encode_frame(position, row.type, timestamp, row.payload),
             stage_id=str(row.payload.get("stageId") or ""),
             pk=row.id,
+            shard=row.shard,
         )
 
 

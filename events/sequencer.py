@@ -17,8 +17,12 @@ What must stay true, and why it does:
   after the lock (READ COMMITTED: one snapshot per statement), so it sees the previous
   stamping's head and stamps above it. A reader that has seen position N therefore sees every
   position below N too: none can appear later.
-- **Gapless.** `head + row_number()` over the rows stamped together; `prev = position - 1`
-  is the hub's chain. The head survives a fully pruned log through `pruned_through`.
+- **Gapless.** `head + row_number()` over the rows stamped together. The head survives a
+  fully pruned log through `pruned_through`.
+- **Each shard a chain.** The stamping also returns each row's `shard_prev`, the position
+  before it in its shard (events/shards.py): the shard's head under the same lock and
+  snapshot, then the rows before it in this stamping. So a shard's positions are linked the
+  way the global ones are gapless, and the hubs follow each shard they hear as a chain.
 - **No deadlock.** The stamping transaction locks only event rows nobody else locks, and
   nobody holds the advisory lock while waiting for anything but it. It runs outside every
   caller's transaction (it refuses to run inside one).
@@ -55,16 +59,19 @@ HEAD_SQL = (
     f"(SELECT pruned_through FROM {_STATE} WHERE id = 1), 0)"
 )
 
-# The stamping, one SQL function created by events/migrations/0003_stamp_function.py:
+# The stamping, one SQL function (events/migrations/0004_event_shard.py, first in 0003):
 # `pg_advisory_xact_lock(LOG_LOCK_KEY)`, then one UPDATE … RETURNING of every unpositioned row,
 # plus the caller's own rows another stamping already did. One statement in autocommit, so it
 # is its own transaction: the lock is held to its commit.
-_STAMP = "SELECT stamped_id, stamped_position FROM rf_stamp_events(%s::bigint[])"
+_STAMP = (
+    "SELECT stamped_id, stamped_position, stamped_shard_prev FROM rf_stamp_events(%s::bigint[])"
+)
 
 
-def stamp(own: Iterable[int] = (), using: str = "default") -> dict[int, int]:
-    """Give every committed unpositioned row its position; return {row id: position} for the
-    rows stamped here and for the `own` rows (by row id) another stamping already did.
+def stamp(own: Iterable[int] = (), using: str = "default") -> dict[int, tuple[int, int | None]]:
+    """Give every committed unpositioned row its position; return {row id: (position,
+    shard_prev)} for the rows stamped here and for the `own` rows (by row id) another stamping
+    already did. `shard_prev` is the position before it in its shard (None: the first).
 
     PostgreSQL only (an empty answer elsewhere). Must run outside any transaction: it commits
     its own, and a caller's row locks must never be held while it waits for the lock.
@@ -77,4 +84,7 @@ def stamp(own: Iterable[int] = (), using: str = "default") -> dict[int, int]:
     ids = [int(pk) for pk in own]
     with connection.cursor() as cursor:
         cursor.execute(_STAMP, [ids])
-        return {int(pk): int(pos) for pk, pos in cursor.fetchall()}
+        return {
+            int(pk): (int(pos), None if prev is None else int(prev))
+            for pk, pos, prev in cursor.fetchall()
+        }

@@ -156,9 +156,28 @@ DATABASES = {"default": _database_config()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
-def _channel_layers() -> dict[str, dict[str, object]]:
-    raw = os.environ.get("REDIS_URL", "").strip()
-    if not raw:
+def _redis_urls() -> list[str]:
+    """REDIS_URL: one Redis URL, or several separated by commas (the channel layer spreads its
+    groups over them; the cache and the cluster stats use the first)."""
+    urls = [url.strip() for url in os.environ.get("REDIS_URL", "").split(",") if url.strip()]
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in {"redis", "rediss", "unix"} or not (parts.hostname or parts.path):
+            raise ImproperlyConfigured(
+                f"REDIS_URL: unsupported or unparseable URL (scheme {parts.scheme!r}); "
+                "use redis://host:port/db, several separated by commas"
+            )
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ImproperlyConfigured("REDIS_URL: the port is not a number") from None
+    if len(set(urls)) != len(urls):
+        raise ImproperlyConfigured("REDIS_URL: the same URL appears twice")
+    return urls
+
+
+def _channel_layers(urls: list[str]) -> dict[str, dict[str, object]]:
+    if not urls:
         # One process: the in-memory layer. Only the per-process event hub listens on it
         # (never one channel per socket), so its O(channels) receive scan stays cheap.
         # events.gateway.layers' subclass drops upstream's task per member and deep copy per
@@ -169,31 +188,24 @@ def _channel_layers() -> dict[str, dict[str, object]]:
                 "CONFIG": {"capacity": 10_000, "expiry": 60},
             }
         }
-    parts = urlsplit(raw)
-    if parts.scheme not in {"redis", "rediss", "unix"} or not (parts.hostname or parts.path):
-        raise ImproperlyConfigured(
-            f"REDIS_URL: unsupported or unparseable URL (scheme {parts.scheme!r}); "
-            "use redis://host:port/db"
-        )
-    try:
-        _ = parts.port
-    except ValueError:
-        raise ImproperlyConfigured("REDIS_URL: the port is not a number") from None
-    # The pub/sub layer: one PUBLISH per event, each server process's hub SUBSCRIBEs once.
-    # Fire-and-forget is fine here because the hub repairs any gap from the event log.
+    # The pub/sub layer: one PUBLISH per layer message, each server process's hub SUBSCRIBEs to
+    # the shard groups it needs. Fire-and-forget is fine here because the hub repairs any gap
+    # from the event log. With several URLs, channels-redis puts each group (and channel) on
+    # one of them by a consistent hash of its name, so the shards' traffic is shared out.
     return {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [raw], "prefix": REDIS_PREFIX},
+            "CONFIG": {"hosts": urls, "prefix": REDIS_PREFIX},
         }
     }
 
 
-REDIS_URL = os.environ.get("REDIS_URL", "").strip() or None
+REDIS_URLS = _redis_urls()
+REDIS_URL = REDIS_URLS[0] if REDIS_URLS else None  # the cache's and the stats' Redis
 # Every key this project writes to Redis starts with it: channel-layer channels, the cache
 # ("<prefix>:cache"), socket stats ("<prefix>:wsstats:<host:pid>").
 REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "researchflow").strip() or "researchflow"
-CHANNEL_LAYERS = _channel_layers()
+CHANNEL_LAYERS = _channel_layers(REDIS_URLS)
 
 # The cache holds the login throttle's counters (researchflow/login_throttle.py). With REDIS_URL
 # there are several server processes, and the counters must be shared or each process would
@@ -347,6 +359,10 @@ WS_MAX_FRAME_BYTES = MAX_FRAME_BYTES  # the protocol's limit (events/limits.py)
 # pub/sub messages, a dropped tail), and how long it waits for an out-of-order event.
 WS_GAP_CHECK_INTERVAL = envfloat("WS_GAP_CHECK_INTERVAL", 2.0, minimum=0.05)
 WS_GAP_WAIT = envfloat("WS_GAP_WAIT", 0.2, minimum=0.0)
+# K: events travel over the channel layer in K groups by project (crc32(project) % K), and a
+# process hears only the shards of the projects its sockets may see (events/shards.py). The same
+# value in every process and worker of a deployment; change it only with all of them stopped.
+WS_EVENT_SHARDS = envint("WS_EVENT_SHARDS", 16, minimum=1, maximum=4096)
 # Re-check of socket credentials (member removed, user deactivated, token revoked).
 WS_REAUTH_INTERVAL = envfloat("WS_REAUTH_INTERVAL", 5.0, minimum=0.05)
 WS_SOCKET_TOKEN_MAX_AGE = envint("WS_SOCKET_TOKEN_MAX_AGE", 300, minimum=1)

@@ -22,7 +22,7 @@ async def test_an_event_behind_another_gap_during_a_repair_waits_for_the_next_re
     log = chain((hub.last_id or 0) + 1, 6)
     reads: list[tuple[int, int]] = []
 
-    async def log_between(after: int, upto: int) -> list[LoggedEvent]:
+    async def log_between(after: int, upto: int, shard: int | None = None) -> list[LoggedEvent]:
         reads.append((after, upto))
         if len(reads) == 1:
             hub.accept(log[5])  # arrives during the read, while 3-5 are still missing

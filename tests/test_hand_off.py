@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from events.gateway import transport
-from events.gateway.transport import GROUP, HandOff, hand_off
+from events.gateway.transport import HandOff, group, hand_off
 from events.record import LoggedEvent
 from tests.transport_helpers import (
     LoopThread,
@@ -205,7 +205,7 @@ async def test_events_still_buffered_when_the_hub_stops_are_published(monkeypatc
     monkeypatch.setattr(transport, "HAND_OFF_INTERVAL", 30)
     hub, _sub = await started_hub()
     listener = await hub.layer.new_channel("listener.")
-    await hub.layer.group_add(GROUP, listener)
+    await hub.layer.group_add(group(0), listener)
     try:
         events = chain((hub.last_id or 0) + 1, 5)
         # The first goes at once, the other four wait for a tick that is 30 s away.
@@ -218,7 +218,7 @@ async def test_events_still_buffered_when_the_hub_stops_are_published(monkeypatc
         # Stopped: a late hand-off is not swallowed by the dead hub's buffer.
         assert hub.sender.submit(events[0].to_message()) is False
     finally:
-        await hub.layer.group_discard(GROUP, listener)
+        await hub.layer.group_discard(group(0), listener)
         await hub.stop()
 
 

@@ -15,6 +15,8 @@ from events.gateway.ordering import Chain
 class Ev:
     id: int
     prev_id: int | None
+    shard_prev: int | None = None
+    shard: int = 0
 
 
 def log_of(ids: list[int]) -> list[Ev]:
@@ -178,3 +180,64 @@ def test_any_loss_duplication_and_reordering_plus_repairs_yields_the_log_once_in
     n = rng.randint(0, 60)
     ids = list(range(1, n + 1)) if seed % 2 else sorted(rng.sample(range(1, 4 * n + 2), n))
     assert _deliver_with_chaos(rng, ids) == ids
+
+
+# --- a shard's chain (a hub that hears one shard) and widening to the log's ---------------------
+
+
+def sharded_log(rng: random.Random, n: int, shards: int) -> list[Ev]:
+    """Positions 1..n in random shards, each linked to the one before it in the log and in its
+    shard, as the sequencer hands them off."""
+    last: dict[int, int] = {}
+    log = []
+    for position in range(1, n + 1):
+        shard = rng.randrange(shards)
+        log.append(Ev(position, position - 1, last.get(shard), shard))
+        last[shard] = position
+    return log
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_a_shard_chain_inside_an_interleaving_of_shards_yields_that_shard_once_in_order(
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    log = sharded_log(rng, rng.randint(0, 80), 3)
+    mine = [e for e in log if e.shard == 0]  # what the shard's group carries, and its log rows
+    arrivals = [e for e in mine if rng.random() > 0.3]
+    arrivals += [e for e in mine if rng.random() < 0.2]
+    chain: Chain[Ev] = Chain(0, by_shard=True)
+    out: list[Ev] = []
+    for event in sorted(arrivals, key=lambda e: e.id + rng.uniform(-8, 8)):
+        chain.accept(event, out)
+        if chain.gap() and rng.random() < 0.3:
+            after, upto = chain.gap() or (0, 0)
+            chain.merge_repair(between(mine, after, upto), out)  # shard = 0 AND position in …
+    while chain.gap() is not None:
+        chain.merge_repair(between(mine, *(chain.gap() or (0, 0))), out)
+    if mine and (chain.last_id or 0) < mine[-1].id:  # the shard's head check: a lost tail
+        chain.merge_repair(between(mine, chain.last_id or 0, mine[-1].id), out)
+    assert [e.id for e in out] == [e.id for e in mine]
+
+
+def test_a_shard_chain_waits_for_its_shards_predecessor_not_the_logs() -> None:
+    chain: Chain[Ev] = Chain(1, by_shard=True)
+    out: list[Ev] = []
+    assert chain.accept(Ev(5, 4, 1), out) is False  # 2-4 are other shards': in line
+    assert chain.accept(Ev(9, 8, 7), out) is True  # 7 (this shard) is missing
+    assert [e.id for e in out] == [5] and chain.gap() == (5, 9)
+
+
+def test_widening_delivers_the_old_shards_events_up_to_the_head_then_everything_after() -> None:
+    # Shards A (odd) and B (even). The hub heard A up to 1, then widens: joins every group,
+    # reads head 5; its log chain starts at 1. Meanwhile B's 4 and 6 and A's 3 arrive live.
+    wide: Chain[Ev] = Chain(1)
+    out: list[Ev] = []
+    for event in (Ev(4, 3), Ev(6, 5), Ev(3, 2)):
+        wide.accept(event, out)
+    assert out == []  # all behind the gap (1, 5]
+    wide.rebase([Ev(3, 2), Ev(5, 4)], 5, out)  # the log's A events in (1, 5]
+    wide.accept(Ev(7, 6), out)
+    # A's 3 and 5 (its sockets must not miss them), not B's 4 (before the baseline), then
+    # everything after the head in log order.
+    assert [e.id for e in out] == [3, 5, 6, 7]

@@ -198,6 +198,82 @@ def _run_threads(*fns: Callable[[], Any]) -> list[Any]:
     return results
 
 
+def test_each_event_links_to_the_one_before_it_in_its_shard_under_racing_writers(
+    pg: PostgresServer,
+) -> None:
+    """Writer processes publish into six projects (several shards) at once, 1-3 events per
+    transaction, some rolled back. The link each committed event was handed off with
+    (`shard_prev`, from the stamping) is the position before it in its shard in the final
+    log: a hub hearing one shard follows that chain without a hole."""
+    result = scenario(pg, "shard-links", "6", "20")
+    assert result["errors"] == []
+    assert result["checked"] == result["committed"] > 0
+    assert result["shards"] > 1
+    assert result["wrong"] == []
+
+
+def _shard_writer(queue: Any, projects: list[str], transactions: int, seed: int) -> None:
+    import random
+
+    from django.db import connection, transaction
+
+    from events import bus
+    from events.schemas import iso_timestamp
+
+    rng = random.Random(seed)
+    links: list[tuple[int, int, int | None]] = []
+    errors: list[str] = []
+    for n in range(transactions):
+        records = []
+        try:
+            with transaction.atomic():
+                for k in range(rng.randint(1, 3)):
+                    records.append(
+                        bus.event_bus.publish(
+                            "run.started",
+                            {
+                                "runId": f"run_s{seed:02d}n{n:03d}k{k}".ljust(24, "x"),
+                                "projectId": rng.choice(projects),
+                                "startedAt": iso_timestamp(),
+                            },
+                        )
+                    )
+                time.sleep(rng.uniform(0, 0.01))
+                if rng.random() < 0.2:
+                    raise _Rollback()
+            links += [(r.id, r.shard, r.shard_prev) for r in records]
+        except _Rollback:
+            pass
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}"[:300])
+    connection.close()
+    queue.put({"links": links, "errors": errors})
+
+
+def scenario_shard_links(processes: int, transactions: int) -> dict[str, Any]:
+    from events.models import Event
+
+    projects = [f"prj_{'s' * 19}{i}" for i in range(6)]
+    results = _fork_all(
+        _shard_writer, [(projects, transactions, seed) for seed in range(processes)]
+    )
+    links = [tuple(link) for r in results for link in r["links"]]
+    # The truth: each shard's positions in the final log, in order.
+    before: dict[int, int | None] = {}
+    last: dict[int, int] = {}
+    for position, shard in Event.objects.order_by("position").values_list("position", "shard"):
+        before[position] = last.get(shard)
+        last[shard] = position
+    wrong = [link for link in links if before.get(link[0], -1) != link[2]]
+    return {
+        "checked": len(links),
+        "committed": len(links),
+        "shards": len({link[1] for link in links}),
+        "wrong": wrong[:20],
+        "errors": [e for r in results for e in r["errors"]],
+    }
+
+
 def _is_conflict(exc: BaseException) -> bool:
     from runs.services import TransitionError
 
@@ -755,6 +831,8 @@ def main(argv: list[str]) -> None:
     elif name == "follow":
         processes, transactions = int(argv[1]), int(argv[2])
         result = scenario_follow(processes, transactions, ordered=argv[3:] != ["unordered"])
+    elif name == "shard-links":
+        result = scenario_shard_links(int(argv[1]), int(argv[2]))
     elif name == "retry":
         result = scenario_retry()
     elif name == "busy":

@@ -90,3 +90,34 @@ def test_it_shares_the_login_throttle_cache_when_redis_is_configured(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == backend, result.stderr
+
+
+def test_it_spreads_the_channel_layer_over_several_redis_urls(tmp_path: Path) -> None:
+    # The layer gets every host (it shards groups over them); the cache and stats the first.
+    env = {k: v for k, v in os.environ.items() if k not in OWN_VARIABLES}
+    env.update(
+        RESEARCHFLOW_VAR_DIR=str(tmp_path),
+        REDIS_URL="redis://127.0.0.1:6379/0, redis://127.0.0.1:6380/0",
+        WS_EVENT_SHARDS="32",
+    )
+    code = (
+        "import researchflow.settings as s; "
+        "print(s.CHANNEL_LAYERS['default']['CONFIG']['hosts'], s.REDIS_URL, "
+        "s.CACHES['default']['LOCATION'], s.WS_EVENT_SHARDS)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.split() == [
+        "['redis://127.0.0.1:6379/0',",
+        "'redis://127.0.0.1:6380/0']",
+        "redis://127.0.0.1:6379/0",
+        "redis://127.0.0.1:6379/0",
+        "32",
+    ], result.stderr
+
+
+@pytest.mark.parametrize("shards", ["0", "5000", "x"])
+def test_it_refuses_a_shard_count_out_of_range(tmp_path: Path, shards: str) -> None:
+    result = check(tmp_path, WS_EVENT_SHARDS=shards)
+    assert result.returncode == 2 and "WS_EVENT_SHARDS" in result.stderr

@@ -134,4 +134,5 @@ async def started_hub() -> tuple[Hub, Collecting]:
     await hub.ready()
     sub = Collecting()
     hub.add(sub)
+    await hub.settled()  # a staff-like socket: the hub now hears every shard
     return hub, sub

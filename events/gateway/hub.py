@@ -3,11 +3,24 @@ the offer of each event, in log order, to the sockets that may see it.
 
 The textbook Channels pattern (a group per socket, `group_send`, `send_json` per socket) costs a
 layer message and a JSON encode per socket and, with channels-redis, drops silently when a
-channel is over capacity. Here each loop's hub hears every event once (`transport.py`: one
-layer group, events already encoded by the bus) and offers it to its local sockets,
-in-process.
+channel is over capacity. Here each loop's hub hears each event it needs once (`transport.py`:
+one layer group per shard of projects, events already encoded by the bus) and offers it to its
+local sockets, in-process.
 
-Order and loss: `ordering.Chain` delivers strictly along each event's `prev` link. An event
+What a hub hears (`_reconcile`): nothing while no socket may see anything; the one shard of its
+sockets' projects when they all fall in one (events/shards.py); every shard as soon as they
+span two or more, or a staff socket is open. Not an arbitrary subset of shards, on purpose: a
+socket's events must reach it in log order (ids strictly increase; resume is one integer), and
+a hub hearing shards A and B could not tell, holding B's event 9, whether A's quiet stream has
+an event 8 still in flight. Hearing one shard, it follows that shard's own links
+(`shard_prev`); hearing all, the log's (`prev`), as before routing. Widening (a first socket,
+a staff socket, a membership added while connected) joins the groups first, then takes its
+baseline from the log head read after that; a hub that heard one shard and widens to all
+first delivers that shard's events up to the head from the log (`Chain.rebase`), so its
+sockets miss nothing. A socket waits for the widening (`settled`) before it is told it is
+authenticated or replays, so what it may see reaches it from then on, in order.
+
+Order and loss: `ordering.Chain` delivers strictly along each event's link. An event
 that arrives ahead of its predecessor waits `WS_GAP_WAIT`; then the hub reads the missing ones
 from the log. Every `WS_GAP_CHECK_INTERVAL` it also compares the log's newest id with the last
 one it delivered, which repairs a lost tail; on PostgreSQL it first stamps rows whose writer
@@ -33,8 +46,9 @@ from typing import Any, Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from events import log, metrics, sequencer
+from events import log, metrics, sequencer, shards
 from events.record import LoggedEvent
+from events.shards import shard_of
 
 from . import reauth, shutdown, stats, transport
 from .ordering import Chain
@@ -58,7 +72,11 @@ class Subscriber(reauth.Rechecked, Protocol):
 
 
 _log_head = in_worker_thread(log.head)
+_shard_head = in_worker_thread(log.shard_head)
 _log_between = in_worker_thread(log.between)
+# What a hub hears: nothing, one shard (0..K-1), or every shard.
+NOTHING: int | None = None
+EVERY_SHARD = -1
 # PostgreSQL: position rows whose writer died between its commit and its stamping.
 _stamp_log = in_worker_thread(sequencer.stamp)
 
@@ -71,7 +89,13 @@ class Hub:
         self.layer = get_channel_layer()
         self.sender = transport.HubSender(loop, self.layer)
         self.channel: str | None = None
-        self._chain: Chain[LoggedEvent] = Chain()
+        self._chain: Chain[LoggedEvent] | None = None  # None while it hears nothing
+        self._hearing: int | None = NOTHING  # a shard, EVERY_SHARD or NOTHING (see _reconcile)
+        self._joined: set[int] = set()  # the shard groups our channel is in
+        self._needs: Counter[int] = Counter()  # shard -> projects indexed in it (_by_project)
+        self._reconciling = False
+        self._settled = asyncio.Event()  # set while what it hears is what its sockets need
+        self._settled.set()
         self._by_project: dict[str, set[Subscriber]] = {}
         self._everything: set[Subscriber] = set()  # staff sockets
         self._indexed: dict[Subscriber, frozenset[str] | None] = {}
@@ -92,16 +116,32 @@ class Hub:
         self.coalesced = 0
         self.dropped = 0
         self.gap_repaired = 0
-        # Events taken in (in log order), and those of them no local socket could see: what
-        # this process pays for events it can only discard (docs/scaling.md).
+        # Events offered in log order, and of those the ones none of its sockets could see
+        # (discarded: what this process pays for events it can only drop, docs/scaling.md);
+        # events the layer brought, and of those the ones of a shard it no longer hears
+        # (unwanted: in flight when it stopped hearing that shard).
         self.received = 0
         self.discarded = 0
-        self._flushed = {"delivered": 0, "coalesced": 0, "received": 0, "discarded": 0}
+        self.layer_received = 0
+        self.unwanted = 0
+        self._flushed = {
+            "delivered": 0,
+            "coalesced": 0,
+            "received": 0,
+            "discarded": 0,
+            "layer_received": 0,
+            "unwanted": 0,
+        }
 
     @property
     def last_id(self) -> int | None:
-        """The newest log position delivered (None until the hub has read the log head)."""
-        return self._chain.last_id
+        """The newest log position delivered in what it hears (None while it hears nothing)."""
+        return self._chain.last_id if self._chain is not None else None
+
+    @property
+    def hearing(self) -> int | None:
+        """The shard it hears, EVERY_SHARD, or NOTHING."""
+        return self._hearing
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -126,18 +166,13 @@ class Hub:
         await self._ready.wait()
 
     async def _start(self) -> None:
-        head: int | None = None
         try:
             if self.layer is not None:
                 self.channel = await self.layer.new_channel("hub.")
-                await self.layer.group_add(transport.GROUP, self.channel)
-            # Join the group first, then read the log head: anything committed before the
-            # read is older than our baseline, anything after reaches us through the group.
-            head = await _log_head()
         except Exception:
-            logger.exception("event hub failed to start; retrying from the log every interval")
+            logger.exception("event hub failed to start; delivering from the log every interval")
             metrics.LAYER_ERRORS.labels(op="start").inc()
-        self._chain.start(head or 0)
+        # Groups are joined as sockets need them (_reconcile).
         self._ready.set()
         if self.layer is not None and self.channel is not None:
             self._tasks.append(
@@ -156,15 +191,19 @@ class Hub:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._settled.set()  # a socket waiting for a widening goes on (and is closed)
         self.sender.retire()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._settled.set()
         if self.layer is not None and self.channel is not None:
-            with contextlib.suppress(Exception):
-                await self.layer.group_discard(transport.GROUP, self.channel)
+            for shard in tuple(self._joined):
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(transport.group(shard), self.channel)
+        self._joined.clear()
         Hub._hubs.pop(self.loop, None)
 
     # --- sockets -------------------------------------------------------------------------
@@ -193,10 +232,17 @@ class Hub:
         # Remember what we indexed it under: unindexing must not scan every project.
         self._indexed[sub] = projects
         if projects is None:
+            if not self._everything:
+                self._need_everything(1)
             self._everything.add(sub)
         else:
+            by_project = self._by_project
             for project in projects:
-                self._by_project.setdefault(project, set()).add(sub)
+                subs = by_project.get(project)
+                if subs is None:
+                    subs = by_project[project] = set()
+                    self._need(shard_of(project), 1)
+                subs.add(sub)
 
     def _unindex(self, sub: Subscriber) -> None:
         if sub not in self._indexed:
@@ -204,6 +250,8 @@ class Hub:
         projects = self._indexed.pop(sub)
         if projects is None:
             self._everything.discard(sub)
+            if not self._everything:
+                self._need_everything(-1)
             return
         for project in projects:
             subs = self._by_project.get(project)
@@ -211,6 +259,142 @@ class Hub:
                 subs.discard(sub)
                 if not subs:
                     del self._by_project[project]
+                    self._need(shard_of(project), -1)
+
+    # --- what it hears: the shard groups its sockets need ---------------------------------
+
+    def _need(self, shard: int, delta: int) -> None:
+        count = self._needs[shard] + delta
+        if count > 0:
+            self._needs[shard] = count
+        else:
+            del self._needs[shard]
+        if count in (0, 1):
+            self._kick()
+
+    def _need_everything(self, delta: int) -> None:
+        for shard in range(shards.count()):
+            self._need(shard, delta)
+
+    def _wanted(self) -> int | None:
+        """What its sockets need it to hear now."""
+        needs = self._needs
+        if not needs:
+            return NOTHING
+        if len(needs) == 1 and not self._everything:
+            return next(iter(needs))
+        return EVERY_SHARD
+
+    def _kick(self) -> None:
+        if self._stopping or (self._wanted() == self._hearing and not self._reconciling):
+            return  # stopping: no socket may wait for a widening that will not come
+        self._settled.clear()
+        if not self._reconciling:
+            self._reconciling = True
+            task = self.loop.create_task(self._reconcile())
+            self._tasks.append(task)
+            task.add_done_callback(self._forget_task)
+
+    async def settled(self) -> None:
+        """Wait until it hears what its sockets need (a socket waits for this after it was
+        indexed and before it is told it is authenticated or replays the log)."""
+        await self._settled.wait()
+
+    async def _reconcile(self) -> None:
+        """Make what it hears match what its sockets need, one change at a time, until they
+        agree. Widening joins the groups first, then reads the baseline, so anything committed
+        after the read reaches us through the groups; narrowing stops delivering first."""
+        try:
+            while (wanted := self._wanted()) != self._hearing:
+                if wanted is None:
+                    self._hear(NOTHING, None)
+                elif wanted == EVERY_SHARD:
+                    await self._join(range(shards.count()))
+                    await self._widen_to_every_shard()
+                elif self._hearing == EVERY_SHARD:
+                    # Narrowing to one shard: its chain goes on from where the log chain was.
+                    last = self.last_id or 0
+                    self._hear(wanted, Chain(last, by_shard=True))
+                else:  # from nothing (or another shard: its sockets left) to one shard
+                    if self._hearing is not None:
+                        self._hear(NOTHING, None)
+                    await self._join((wanted,))
+                    head = await self._baseline(_shard_head(wanted))
+                    if self._wanted() == wanted:
+                        self._hear(wanted, Chain(head, by_shard=True))
+                await self._leave_unheard()
+        finally:
+            self._reconciling = False
+            if self._stopping or self._wanted() == self._hearing:
+                self._settled.set()
+            else:
+                self._kick()
+
+    def _hear(self, hearing: int | None, chain: Chain[LoggedEvent] | None) -> None:
+        self._hearing = hearing
+        self._chain = chain
+
+    async def _widen_to_every_shard(self) -> None:
+        head = await self._baseline(_log_head())
+        if self._wanted() != EVERY_SHARD:
+            return
+        previous, chain = self._hearing, self._chain
+        if previous is None or previous == EVERY_SHARD or chain is None:
+            self._hear(EVERY_SHARD, Chain(head))
+            return
+        # It heard one shard: its sockets must still get that shard's events up to the head,
+        # in order, before the events after it. The log chain starts where the shard's was;
+        # what arrives meanwhile waits in it until the rebase.
+        assert previous is not None
+        start = chain.last_id or 0
+        wide: Chain[LoggedEvent] = Chain(start)
+        self._hear(EVERY_SHARD, wide)
+        try:
+            missing = await _log_between(start, head, previous)
+        except Exception:
+            logger.exception("event hub could not read the log while widening; repairing later")
+            metrics.LAYER_ERRORS.labels(op="repair").inc()
+            return  # the chain stays at `start`: gap repair fills (start, head] from the log
+        if self._chain is wide:
+            wide.rebase(missing, head, self._batch)
+            self._schedule_offer()
+
+    async def _baseline(self, read: Any) -> int:
+        try:
+            return int(await read)
+        except Exception:
+            logger.exception("event hub could not read the log head; starting from 0")
+            metrics.LAYER_ERRORS.labels(op="check").inc()
+            return 0
+
+    async def _join(self, wanted: Any) -> None:
+        if self.layer is None or self.channel is None:
+            return
+        for shard in wanted:
+            if shard in self._joined:
+                continue
+            try:
+                await self.layer.group_add(transport.group(shard), self.channel)
+            except Exception:
+                # Delivered from the log by the periodic check until a later join works.
+                metrics.LAYER_ERRORS.labels(op="join").inc()
+                logger.exception("event hub: joining a shard group failed; will retry")
+                continue
+            self._joined.add(shard)
+
+    async def _leave_unheard(self) -> None:
+        hearing = self._hearing
+        if self.layer is None or self.channel is None:
+            return
+        for shard in tuple(self._joined):
+            if hearing == EVERY_SHARD or shard == hearing:
+                continue
+            self._joined.discard(shard)
+            try:
+                await self.layer.group_discard(transport.group(shard), self.channel)
+            except Exception:
+                metrics.LAYER_ERRORS.labels(op="leave").inc()
+                logger.exception("event hub: leaving a shard group failed")
 
     def claim_user_slot(self, user_id: int) -> bool:
         limit = settings.WS_MAX_CONNECTIONS_PER_USER
@@ -238,9 +422,21 @@ class Hub:
         socket by socket writes each socket's frames back to back (fewer wake-ups of the
         reader on the other end).
         """
-        if self._chain.accept(event, self._batch) and not self._repair_scheduled:
+        self.layer_received += 1
+        chain = self._chain
+        hearing = self._hearing
+        if chain is None or (hearing != EVERY_SHARD and event.shard != hearing):
+            # In flight when it stopped hearing that shard: no socket here may want it.
+            self.unwanted += 1
+            return
+        if chain.accept(event, self._batch) and not self._repair_scheduled:
             self._repair_scheduled = True
             self.loop.call_later(settings.WS_GAP_WAIT, self._schedule_repair)
+        if self._batch and not self._batch_scheduled:
+            self._batch_scheduled = True
+            self.loop.call_soon(self._offer_batch)
+
+    def _schedule_offer(self) -> None:
         if self._batch and not self._batch_scheduled:
             self._batch_scheduled = True
             self.loop.call_soon(self._offer_batch)
@@ -294,7 +490,7 @@ class Hub:
 
     def _schedule_repair(self) -> None:
         self._repair_scheduled = False
-        gap = self._chain.gap()
+        gap = self._chain.gap() if self._chain is not None else None
         if gap is not None and not self._stopping:
             task = self.loop.create_task(self._repair(gap[1]))
             self._tasks.append(task)
@@ -305,22 +501,23 @@ class Hub:
             self._tasks.remove(task)
 
     async def _repair(self, upto: int | None) -> None:
-        """Read what the layer lost from the log and deliver it, in order."""
-        start = self._chain.last_id
-        if start is None:
+        """Read what the layer lost from the log (of the shard it hears, or all) and deliver
+        it, in order."""
+        chain, hearing = self._chain, self._hearing
+        if chain is None or chain.last_id is None:
             return
+        start = chain.last_id
         try:
-            missing = await _log_between(start, upto)
+            missing = await _log_between(start, upto, None if hearing == EVERY_SHARD else hearing)
         except Exception:
             logger.exception("event hub could not read the log to repair a gap")
             metrics.LAYER_ERRORS.labels(op="repair").inc()
             return
-        batch = self._batch
-        repaired = self._chain.merge_repair(missing, batch)
-        if batch and not self._batch_scheduled:
-            self._batch_scheduled = True
-            self.loop.call_soon(self._offer_batch)
-        if self._chain.gap() is not None and not self._repair_scheduled:
+        if self._chain is not chain:
+            return  # it widened or narrowed meanwhile: the new chain repairs for itself
+        repaired = chain.merge_repair(missing, self._batch)
+        self._schedule_offer()
+        if chain.gap() is not None and not self._repair_scheduled:
             # Events that arrived during the read, behind another gap: repair that one too.
             self._repair_scheduled = True
             self.loop.call_later(settings.WS_GAP_WAIT, self._schedule_repair)
@@ -342,17 +539,21 @@ class Hub:
             except Exception:
                 metrics.LAYER_ERRORS.labels(op="check").inc()
                 logger.exception("event hub: stamping the log failed")
-            if not self._subscribers or self.last_id is None:
-                # No socket to serve: just follow the head so a later socket starts fresh.
-                with contextlib.suppress(Exception):
-                    self._chain.follow(await _log_head())
-                continue
+            chain, hearing = self._chain, self._hearing
+            if chain is None or chain.last_id is None or hearing is None:
+                continue  # hears nothing: a socket that needs something sets a fresh baseline
             try:
-                head = await _log_head()
-                if head > self.last_id:
-                    seen = self.last_id
+                if hearing == EVERY_SHARD:
+                    await self._join(range(shards.count()))  # retry a join that failed
+                    head = await _log_head()
+                else:
+                    await self._join((hearing,))
+                    head = await _shard_head(hearing)
+                seen = chain.last_id
+                if head > seen:
                     await asyncio.sleep(settings.WS_GAP_WAIT)
-                    if self.last_id == seen:  # nothing arrived meanwhile: the tail was lost
+                    if self._chain is chain and chain.last_id == seen:
+                        # Nothing arrived meanwhile: the tail was lost.
                         await self._repair(head)
             except asyncio.CancelledError:
                 raise
@@ -366,6 +567,8 @@ class Hub:
             ("coalesced", metrics.COALESCED),
             ("received", metrics.HUB_EVENTS_RECEIVED),
             ("discarded", metrics.HUB_EVENTS_DISCARDED),
+            ("layer_received", metrics.LAYER_EVENTS_RECEIVED),
+            ("unwanted", metrics.LAYER_EVENTS_UNWANTED),
         ):
             value = getattr(self, name)
             delta = value - self._flushed[name]

@@ -1,8 +1,10 @@
 """Delivery in log order along each event's `prev` link: pure code, no loop, no I/O.
 
 Every event names the log position just before its own (`prev_id`; positions are gapless,
-`events/sequencer.py`). The channel layer may lose, repeat or reorder events; `Chain` turns
-what arrives into the log's order, each event once:
+`events/sequencer.py`) and the position before it in its shard (`shard_prev`,
+events/shards.py): the log is one chain, and each shard's events are a chain of their own. A
+`Chain` follows one of them (`by_shard`). The channel layer may lose, repeat or reorder events;
+`Chain` turns what arrives into that chain's order, each event once:
 
 - `accept` takes one event: a duplicate (at or below what was delivered) is dropped; the next
   link in the chain is delivered, with every waiting event it unblocks; an event ahead of its
@@ -12,6 +14,8 @@ what arrives into the log's order, each event once:
 - `merge_repair` takes what the log returned for such a range (authoritative: the log holds
   every position in it, in order) and delivers what is new, then every waiting event that is
   now in line; whatever still waits beyond another gap stays, and the caller repairs again.
+- `rebase` moves a chain onto a wider one (a hub that heard one shard starts hearing all):
+  it delivers the log's events of what it followed up to a head, then jumps to that head.
 
 What must stay true: what a `Chain` hands out is strictly increasing by id and, for events
 that keep arriving or are repaired from the log, has no holes. The hub calls it once per
@@ -33,6 +37,9 @@ class Linked(Protocol):
     @property
     def prev_id(self) -> int | None: ...
 
+    @property
+    def shard_prev(self) -> int | None: ...
+
 
 E = TypeVar("E", bound=Linked)
 
@@ -40,12 +47,14 @@ E = TypeVar("E", bound=Linked)
 class Chain(Generic[E]):
     """One loop's position in the log and the events waiting for their predecessor."""
 
-    __slots__ = ("_waiting", "last_id")
+    __slots__ = ("_waiting", "by_shard", "last_id")
 
-    def __init__(self, last_id: int | None = None) -> None:
+    def __init__(self, last_id: int | None = None, *, by_shard: bool = False) -> None:
         # None: no baseline yet, so nothing is delivered (no socket could want it live).
         self.last_id = last_id
-        self._waiting: dict[int, E] = {}  # keyed by prev_id: the link each one waits for
+        # Follow `shard_prev` (the events of one shard) instead of `prev_id` (the whole log).
+        self.by_shard = by_shard
+        self._waiting: dict[int, E] = {}  # keyed by the link each one waits for
 
     @property
     def waiting(self) -> int:
@@ -61,7 +70,7 @@ class Chain(Generic[E]):
         last = self.last_id
         if last is None or event.id <= last:
             return False  # not started, or a duplicate of something delivered
-        prev = event.prev_id
+        prev = event.shard_prev if self.by_shard else event.prev_id
         if prev is not None and prev > last:
             self._waiting[prev] = event
             return True
@@ -103,6 +112,15 @@ class Chain(Generic[E]):
         """Jump to the log head (nothing is listening, so nothing needs what lies between)."""
         self.last_id = max(self.last_id or 0, head)
         self._release([])
+
+    def rebase(self, events: Iterable[E], head: int, out: list[E]) -> None:
+        """Deliver, into `out`, `events` (what the log holds of the chain followed so far, past
+        `last_id` up to `head`, in order), then jump to `head` and deliver every waiting event
+        now in line. Events up to `head` that arrived meanwhile and are not in `events` are
+        dropped: they belong to what the chain did not follow before `head`."""
+        self.merge_repair(events, out)
+        self.last_id = max(self.last_id or 0, head)
+        self._release(out)
 
     def _release(self, out: list[E]) -> None:
         """After `last_id` jumped: drop waiting events it covers, deliver those now in line."""

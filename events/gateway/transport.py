@@ -1,17 +1,20 @@
-"""Committed events onto the channel layer and off it: one group, `GROUP`, that every hub hears.
+"""Committed events onto the channel layer and off it: one group per shard of projects
+(`group(shard)`, events/shards.py); each hub hears the shards of the projects its sockets may
+see (hub.py subscribes and unsubscribes).
 
 Out: the bus calls `hand_off` on commit, in commit order, from whatever thread committed. In a
 server process the event goes out through a hub's own loop (`HubSender`: it owns the layer's
 connections there); elsewhere (a management command, the demo runner) through a private
 thread (`BackgroundSender`), and only when a shared (Redis) layer exists: the in-memory layer
 has no listener outside this process. Either way a `HandOff` carries the events from the
-committing thread onto the loop, and events waiting together travel as one layer message
-(`rf.batch`, up to `BATCH_MAX`).
+committing thread onto the loop, and events of one shard waiting together travel as one
+layer message to that shard's group (`rf.batch`, up to `BATCH_MAX`).
 
 In: `receive_loop` hands each event of each layer message to the hub, once per process.
 
-What must stay true: events reach the layer in commit order (one send at a time per sender;
-the hand-off keeps submission order), and an event handed off is never silently swallowed by
+What must stay true: each shard's events reach the layer in commit order (one send at a time
+per sender; the hand-off keeps submission order; a run split by shard keeps each shard's
+order), and an event handed off is never silently swallowed by
 a sender that stopped: it is sent, or routed another way. A lost layer message costs latency,
 not the event: every hub repairs gaps from the log (`ordering.py`, `hub.py`).
 """
@@ -35,6 +38,17 @@ from events.record import LoggedEvent
 logger = logging.getLogger(__name__)
 
 GROUP = "researchflow.events"
+
+
+def group(shard: int) -> str:
+    """The layer group of one shard (channels allows ASCII letters, digits, "-", "_", ".")."""
+    name = _GROUPS.get(shard)
+    if name is None:
+        name = _GROUPS[shard] = f"{GROUP}.{shard}"
+    return name
+
+
+_GROUPS: dict[int, str] = {}  # built once per shard, not per send
 # Events per layer message when several are waiting to go: with Redis each layer message is a
 # PUBLISH round trip, so a run of events travels as one "rf.batch": the rate one process can
 # hand to the others must not be capped by round trips.
@@ -53,6 +67,21 @@ def layer_message(messages: list[dict[str, Any]]) -> dict[str, Any]:
     if len(messages) == 1:
         return messages[0]
     return {"type": "rf.batch", "events": messages}
+
+
+def by_shard(messages: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(group, layer message) for a run of event messages: one per shard present, each with
+    that shard's events in commit order. A run of one shard (the common case) stays one list."""
+    shard = messages[0].get("s", 0)
+    for message in messages:
+        if message.get("s", 0) != shard:
+            break
+    else:
+        return [(group(shard), layer_message(messages))]
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for message in messages:
+        runs.setdefault(message.get("s", 0), []).append(message)
+    return [(group(s), layer_message(run)) for s, run in runs.items()]
 
 
 # --- out: from the committing thread to the layer ---------------------------------------------
@@ -205,7 +234,8 @@ class HubSender:
                 unsent = [await self._outbox.get()]
                 while len(unsent) < BATCH_MAX and not self._outbox.empty():
                     unsent.append(self._outbox.get_nowait())
-                await self._send(layer_message(unsent))
+                for name, message in by_shard(unsent):
+                    await self._send(name, message)
                 unsent = []
         finally:
             # Cancelled (Hub.stop, or the server cancelling every task at shutdown): what the
@@ -213,10 +243,10 @@ class HubSender:
             # log check to see it. An interrupted send goes again (hubs drop duplicates).
             await self._send_rest(unsent)
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, name: str, message: dict[str, Any]) -> None:
         assert self.layer is not None
         try:
-            await self.layer.group_send(GROUP, message)
+            await self.layer.group_send(name, message)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -238,7 +268,8 @@ class HubSender:
             async with asyncio.timeout(SHUTDOWN_SEND_TIMEOUT):
                 for start in range(0, len(rest), BATCH_MAX):
                     chunk = rest[start : start + BATCH_MAX]
-                    await self._send(layer_message(chunk))
+                    for name, message in by_shard(chunk):
+                        await self._send(name, message)
                     done += len(chunk)
         except TimeoutError:
             metrics.LAYER_ERRORS.labels(op="send").inc()
@@ -252,7 +283,7 @@ class HubSender:
 
 
 # Every hub's sender in this process, oldest first. One is enough to publish through: every
-# hub (that one included) hears the group.
+# hub (that one included) that wants a shard hears its group.
 _hub_senders: weakref.WeakValueDictionary[int, HubSender] = weakref.WeakValueDictionary()
 _registered = 0
 _registry_lock = threading.Lock()
@@ -316,7 +347,8 @@ class BackgroundSender:
                 batch.append(self._queue.get_nowait())
             try:
                 if layer is not None:
-                    await layer.group_send(GROUP, layer_message(batch))
+                    for name, message in by_shard(batch):
+                        await layer.group_send(name, message)
             except Exception:
                 metrics.LAYER_ERRORS.labels(op="send").inc()
                 logger.exception("background event sender: group_send failed (hubs will repair)")

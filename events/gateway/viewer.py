@@ -76,6 +76,9 @@ class Viewer:
         self.user_id = user.pk
         self._member_of = _shared(member_of)
         self._narrow()
+        # The hub may have to start hearing this socket's shards: from then on what it may see
+        # reaches it (hub.py), so only then is it told it is authenticated, or replays the log.
+        await self.hub.settled()
 
     def _narrow(self) -> None:
         """Visible projects = membership ∩ the socket's scope; re-index in the hub."""
