@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +56,8 @@ def server() -> Iterator[AppServer]:
         "WS_SEND_BUFFER_BYTES": str(BOUND),
         "WS_TRANSPORT_BUFFER_BYTES": str(BOUND),
         "WS_SOCKET_SNDBUF": str(BOUND),
+        # Out of the way: the byte bounds alone must close a stalled socket.
+        "WS_SEND_QUEUE": "100000",
         "WS_GAP_CHECK_INTERVAL": "0.05",
         "WS_HEARTBEAT_TIMEOUT": "600",
         "WS_RATE_LIMIT": "1000",
@@ -163,3 +167,23 @@ async def test_a_stalled_socket_is_closed_with_4008_after_a_bounded_number_of_by
         )
         assert await _read_ids(resumed, published[-1]) == published[len(ids) :]
         await resumed.close()
+
+
+async def test_each_accepted_websocket_gets_the_configured_send_buffer(server: AppServer) -> None:
+    # SO_SNDBUF as the kernel reports it (`ss`: tb, which Linux doubles from the set value);
+    # left to autotuning it starts at net.ipv4.tcp_wmem's default and may grow to megabytes.
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2) to read a socket's send buffer")
+    token = server.token("alice", DEMO_PASSWORDS["alice"])
+    ws = await _open(server, token, stalled=False)
+    local = ws.local_address[1]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["ss", "-tmnH", "state", "established", f"( sport = :{server.port} and dport = :{local} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = done.stdout
+    await ws.close()
+    assert f"tb{2 * BOUND}," in out, out
