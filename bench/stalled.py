@@ -1,6 +1,6 @@
 """Stalled clients: what 1,000 sockets that stop reading cost next to 1,000 healthy ones.
 
-    .venv/bin/python bench/stalled.py                        # 1,000 + 1,000, 20 events/s
+    .venv/bin/python bench/stalled.py                        # 1,000 + 1,000, 50 events/s
     .venv/bin/python bench/stalled.py --healthy 200 --stalled 200 --rate 50 --seconds 40
     .venv/bin/python bench/stalled.py --unbounded            # no byte bounds: the old behaviour
 
@@ -29,6 +29,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -144,7 +145,9 @@ class StalledConn(asyncio.Protocol):
                 pass
 
 
-def stalled_worker(ctl: Any, host: str, port: int, token: str, n: int, core: int) -> None:
+def stalled_worker(
+    ctl: Any, host: str, port: int, token: str, n: int, core: int, rcvbuf: int
+) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {core})
     raise_nofile()
@@ -154,7 +157,12 @@ def stalled_worker(ctl: Any, host: str, port: int, token: str, n: int, core: int
 
     async def open_one(sem: asyncio.Semaphore, errors: list[str], **auth: Any) -> StalledConn:
         async with sem:
-            _t, conn = await loop.create_connection(lambda: StalledConn(url), host, port)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if rcvbuf:  # before connect: the window a client advertises never grows past it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (host, port))
+            _t, conn = await loop.create_connection(lambda: StalledConn(url), sock=sock)
             try:
                 await conn.expect("connection.established")
                 conn.send({"type": "auth", "payload": {"token": token, **auth}})
@@ -296,10 +304,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--healthy", type=int, default=1000)
     parser.add_argument("--stalled", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=20.0, help="events/s")
+    parser.add_argument("--rate", type=float, default=50.0, help="events/s")
+    parser.add_argument(
+        "--client-rcvbuf",
+        type=int,
+        default=16384,
+        help="SO_RCVBUF of the stalled clients (0: autotuned, which on loopback hides ~250 KB "
+        "per socket in the client's kernel)",
+    )
     parser.add_argument("--baseline-seconds", type=float, default=30.0, help="phase 1")
     parser.add_argument(
-        "--seconds", type=float, default=90.0, help="phase 3: long enough to fill the bounds"
+        "--seconds", type=float, default=60.0, help="phase 3: long enough to fill the bounds"
     )
     parser.add_argument("--unbounded", action="store_true", help="no byte bounds (before)")
     args = parser.parse_args()
@@ -327,7 +342,7 @@ def main() -> None:
         host, port = gw.host_port
         worker = mp.get_context("fork").Process(
             target=stalled_worker,
-            args=(child, host, port, gw.token, args.stalled, CLIENT_CORE),
+            args=(child, host, port, gw.token, args.stalled, CLIENT_CORE, args.client_rcvbuf),
             daemon=True,
         )
         worker.start()
