@@ -354,6 +354,13 @@ WS_MAX_CONNECTIONS_PER_USER = envint("WS_MAX_CONNECTIONS_PER_USER", 100)
 WS_RATE_LIMIT = envfloat("WS_RATE_LIMIT", 20.0, minimum=0.01)
 WS_RATE_BURST = envint("WS_RATE_BURST", 40, minimum=1)
 WS_SEND_QUEUE = envint("WS_SEND_QUEUE", 1000, minimum=1)
+# What one stalled socket may hold, in bytes (docs/operations.md "A client that stops reading"):
+# live frames queued in the app (over it: close 4008), the transport's write buffer (uvicorn:
+# its high-water mark; send() waits above it) and the kernel's send buffer (SO_SNDBUF on each
+# accepted socket; 0 leaves the kernel's autotuning, up to net.ipv4.tcp_wmem's maximum).
+WS_SEND_BUFFER_BYTES = envint("WS_SEND_BUFFER_BYTES", 256 * 1024, minimum=1024)
+WS_TRANSPORT_BUFFER_BYTES = envint("WS_TRANSPORT_BUFFER_BYTES", 64 * 1024, minimum=1024)
+WS_SOCKET_SNDBUF = envint("WS_SOCKET_SNDBUF", 64 * 1024, minimum=0)
 WS_MAX_FRAME_BYTES = MAX_FRAME_BYTES  # the protocol's limit (events/limits.py)
 # How often a process re-checks the log for events its hub has not received (lost
 # pub/sub messages, a dropped tail), and how long it waits for an out-of-order event.

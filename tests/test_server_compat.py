@@ -138,6 +138,7 @@ print(json.dumps({{
     "daphne_handshake": HTTPFactory.buildProtocol.__name__ == "build_protocol",
     "autobahn_debug_log": protocol.hlval.__name__ == "unstyled",
     "uvicorn_keepalive": U.start_keepalive.__qualname__.startswith("install."),
+    "uvicorn_send_buffer": U.connection_made.__qualname__.startswith("install."),
 }}))
 """
     out = subprocess.run(
@@ -156,6 +157,7 @@ def test_under_uvicorn_daphne_and_autobahn_stay_as_they_ship() -> None:
         "daphne_handshake": False,
         "autobahn_debug_log": False,
         "uvicorn_keepalive": True,
+        "uvicorn_send_buffer": True,
     }
 
 
@@ -166,6 +168,7 @@ def test_under_daphne_uvicorn_stays_as_it_ships() -> None:
         "daphne_handshake": True,
         "autobahn_debug_log": True,
         "uvicorn_keepalive": False,
+        "uvicorn_send_buffer": False,
     }
 
 

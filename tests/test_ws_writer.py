@@ -24,14 +24,14 @@ class _Socket(SocketWriter):
 
     __slots__ = ("base_send", "closed_with", "frames", "hub", "open")
 
-    def __init__(self, queue_limit: int = 100) -> None:
+    def __init__(self, queue_limit: int = 100, bytes_limit: int = 1 << 20) -> None:
         self.hub = _Hub()
         self.frames: list[str] = []
         self.closed_with: int | None = None
         self.open = asyncio.Event()
         self.open.set()
         self.base_send = self._server_send
-        self._start_writer(queue_limit)
+        self._start_writer(queue_limit, bytes_limit)
 
     async def _server_send(self, message: dict[str, Any]) -> None:
         if not self.open.is_set():
@@ -170,6 +170,86 @@ async def test_replayed_events_do_not_count_against_the_queue_limit() -> None:
     await sock.drained()
     assert sock.closed_with is None
     assert sock.names() == ["stuck", *(f"old{i}" for i in range(5)), "live1", "live2"]
+
+
+def _sized(name: str, size: int, *, kind: str = "run.created", stage: str = "") -> LoggedEvent:
+    """An event whose frame is `size` characters long."""
+    event = _event(name, kind=kind, stage=stage)
+    padding = size - len(event.frame)
+    assert padding >= 0
+    event.frame = event.frame[:-1] + " " * padding + "}"
+    assert len(event.frame) == size
+    return event
+
+
+async def test_it_closes_a_slow_consumer_when_queued_live_bytes_exceed_the_byte_bound() -> None:
+    sock = _Socket(queue_limit=1000, bytes_limit=3000)
+    await _stalled(sock)
+    for i in range(3):
+        sock._enqueue(_sized(f"a{i}", 1000))  # 3,000 bytes queued: at the bound, not over it
+    await asyncio.sleep(0)
+    assert sock.closed_with is None
+    sock._enqueue(_sized("over", 100))
+    await asyncio.sleep(0)
+    assert sock.closed_with == CLOSE_SLOW_CONSUMER
+    assert sock.hub.dropped == 4
+
+
+async def test_a_few_large_frames_close_a_slow_consumer_long_before_the_frame_limit() -> None:
+    sock = _Socket(queue_limit=1000, bytes_limit=64 * 1024)
+    await _stalled(sock)
+    queued = 0
+    while sock.closed_with is None and queued < 1000:
+        sock._enqueue(_sized(f"big{queued}", 16 * 1024))
+        queued += 1
+        await asyncio.sleep(0)
+    assert sock.closed_with == CLOSE_SLOW_CONSUMER
+    assert queued == 5  # the fifth 16 KiB frame takes the queue past 64 KiB
+
+
+async def test_queued_bytes_are_released_as_the_writer_sends_them() -> None:
+    sock = _Socket(queue_limit=1000, bytes_limit=2500)
+    for round_ in range(3):  # 3 × 2,000 bytes pass through a 2,500-byte bound, 2,000 at a time
+        await _stalled(sock)
+        sock._enqueue(_sized(f"x{round_}", 1000))
+        sock._enqueue(_sized(f"y{round_}", 1000))
+        await sock.drained()
+        assert sock._queued_bytes == 0
+    assert sock.closed_with is None
+    assert len(sock.frames) == 9
+
+
+async def test_superseded_progress_still_counts_until_the_writer_drops_it() -> None:
+    # The superseded frame stays in the queue (held in memory) until the writer pops it.
+    sock = _Socket(queue_limit=1000, bytes_limit=2500)
+    await _stalled(sock)
+    sock._enqueue(_sized("p1", 1000, kind="stage.progress", stage="s"))
+    sock._enqueue(_sized("p2", 1000, kind="stage.progress", stage="s"))
+    assert sock._queued_bytes == 2000
+    await sock.drained()
+    assert sock._queued_bytes == 0
+    assert sock.names() == ["stuck", "p2"]
+
+
+async def test_frames_sent_at_once_are_not_counted() -> None:
+    sock = _Socket(queue_limit=1000, bytes_limit=1024)
+    for i in range(10):
+        sock._enqueue(_sized(f"now{i}", 1000))
+    assert sock._queued_bytes == 0
+    assert sock._queue is None
+    assert sock.closed_with is None
+    assert len(sock.frames) == 10
+
+
+async def test_replayed_events_do_not_count_against_the_byte_bound() -> None:
+    sock = _Socket(queue_limit=1000, bytes_limit=2000)
+    await _stalled(sock)
+    for i in range(5):
+        sock._enqueue(_sized(f"old{i}", 1000), replayed=True)
+    sock._enqueue(_sized("live", 1000))
+    await sock.drained()
+    assert sock.closed_with is None
+    assert sock.names() == ["stuck", *(f"old{i}" for i in range(5)), "live"]
 
 
 async def test_it_closes_after_flushing_what_was_queued() -> None:

@@ -107,7 +107,7 @@ class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsoc
         self._start_viewer()
         self.subscriptions: set[str] = set()
         self._types: frozenset[str] = frozenset()
-        self._start_writer(settings.WS_SEND_QUEUE)
+        self._start_writer(settings.WS_SEND_QUEUE, settings.WS_SEND_BUFFER_BYTES)
         self._start_replay()
         self._going_away = False
         self._rate = TokenBucket(settings.WS_RATE_LIMIT, settings.WS_RATE_BURST, time.monotonic())

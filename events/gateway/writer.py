@@ -8,8 +8,11 @@ stay true:
 
 - Frames leave in the order they were queued: events, control replies and the close.
 - Each socket's event stream is strictly increasing by id (no duplicate, whatever offers it).
-- Live events queued at once are held to WS_SEND_QUEUE (over it: close 4008, slow consumer);
-  replayed events are not (a resume is bounded by WS_RESUME_MAX_EVENTS instead).
+- Live events queued at once are held to WS_SEND_QUEUE frames and WS_SEND_BUFFER_BYTES bytes of
+  frames (over either: close 4008, slow consumer); replayed events are not (a resume is bounded
+  by WS_RESUME_MAX_EVENTS instead). Bytes are counted only when a frame queues: the common
+  case (sent at once) does no accounting. What the transport and the kernel hold beyond the
+  queue is bounded by the server adapter (servers/uvicorn_send_buffer.py, docs/operations.md).
 - A queued `stage.progress` event is superseded by a newer one for the same stage (the
   client is behind: only the latest progress matters). Replayed events are never coalesced.
 - An idle socket holds no task and no queue: memory per socket decides how many sockets a
@@ -64,6 +67,7 @@ class SocketWriter:
     """
 
     __slots__ = (
+        "_bytes_limit",
         "_close_code",
         "_closing",
         "_last_queued_id",
@@ -71,6 +75,7 @@ class SocketWriter:
         "_queue",
         "_queue_limit",
         "_queued",
+        "_queued_bytes",
         "_replay_queued",
         "_writer",
         "base_send",  # the server's ASGI send (set by the host: channels' __call__)
@@ -88,7 +93,7 @@ class SocketWriter:
             self, code: int | bool | None = None, reason: str | None = None
         ) -> None: ...
 
-    def _start_writer(self, queue_limit: int) -> None:
+    def _start_writer(self, queue_limit: int, bytes_limit: int) -> None:
         self._closing = False
         self._close_code: int | None = None
         self.message_count = 0
@@ -97,11 +102,16 @@ class SocketWriter:
         # Read once by the caller: Django's settings is a LazyObject, and _enqueue runs once
         # per delivery.
         self._queue_limit = queue_limit
+        self._bytes_limit = bytes_limit
         # Built on first use: frames queue only behind a send that suspended (back-pressure),
         # so most sockets never need one: memory per idle socket decides how many a process holds.
         self._queue: deque[Entry] | None = None
         self._queued = 0  # entries in the queue, not counting superseded progress
         self._replay_queued = 0  # of _queued: replayed events (not held to WS_SEND_QUEUE)
+        # Characters of the LIVE frames in the queue, superseded progress included (its frame is
+        # held until the writer pops it). orjson leaves non-ASCII unescaped, so a character may
+        # be up to 4 bytes on the wire; the frames (ids, names, numbers) are nearly all ASCII.
+        self._queued_bytes = 0
         # stage id → its queued LIVE stage.progress entry, while that entry is in the queue.
         self._pending_progress: dict[str, Entry] = {}
         self._writer: asyncio.Task[None] | None = None
@@ -142,7 +152,11 @@ class SocketWriter:
                     self._queued -= 1
                     self.hub.coalesced += 1
                 self._pending_progress[event.stage_id] = entry
-            if self._queued - self._replay_queued >= self._queue_limit:
+            self._queued_bytes += len(event.frame)
+            if (
+                self._queued - self._replay_queued >= self._queue_limit
+                or self._queued_bytes > self._bytes_limit
+            ):
                 self.hub.dropped += self._queued + 1
                 metrics.DROPPED.labels(reason="slow_consumer").inc(self._queued + 1)
                 metrics.SLOW_CONSUMER_CLOSES.inc()
@@ -226,6 +240,7 @@ class SocketWriter:
                 entry = queue.popleft()
                 kind, item = entry
                 if kind == LIVE:
+                    self._queued_bytes -= len(item.frame)
                     if item.type == "stage.progress":
                         pending = self._pending_progress
                         if pending.get(item.stage_id) is not entry:
@@ -265,6 +280,7 @@ class SocketWriter:
         self._queue = None
         self._queued = 0
         self._replay_queued = 0
+        self._queued_bytes = 0
         self._pending_progress.clear()
         with contextlib.suppress(Exception):
             await self.close(code=code, reason=reason)

@@ -26,12 +26,13 @@ from . import (
     uvicorn_handshake,
     uvicorn_keepalive,
     uvicorn_logs,
+    uvicorn_send_buffer,
 )
 from .versions import require
 
 PATCHES: dict[str, tuple[ModuleType, ...]] = {
     "daphne": (daphne_close, autobahn_debug_log, daphne_handshake),
-    "uvicorn": (uvicorn_handshake, uvicorn_keepalive, uvicorn_logs),
+    "uvicorn": (uvicorn_handshake, uvicorn_keepalive, uvicorn_logs, uvicorn_send_buffer),
 }
 
 # Modules only a serving daphne imports before it loads the application: its command line

@@ -1,0 +1,189 @@
+"""A client that stops reading costs the server a bounded number of bytes, then a 4008 close,
+and loses nothing: a live uvicorn server (as `manage.py serve` runs it) with small byte bounds
+(WS_SEND_BUFFER_BYTES, WS_TRANSPORT_BUFFER_BYTES, WS_SOCKET_SNDBUF), a few stalled sockets
+next to a healthy one, events published by another process (delivered through the log check),
+then each stalled socket reads again: it must find at most ~the bounds' worth of events before
+the 4008 close (not thousands), and a resume from the last id it read must bring every later
+event in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from devtools.servers import DEMO_PASSWORDS, AppServer
+
+pytestmark = pytest.mark.e2e
+
+BOUND = 64 * 1024  # each of: the app queue, the transport's buffer, SO_SNDBUF
+CLIENT_RCVBUF = 8 * 1024
+STALLED = 3
+EVENTS = 1500  # ~0.5 MB of frames: far past the bounds, far below the kernel's autotuned buffers
+
+PUBLISH = """
+import json
+from django.db import transaction
+from events.bus import event_bus
+from runs.models import Project, Run
+project = Project.objects.get(name="Demo project")
+run = Run.objects.filter(project=project).order_by("created_at").first()
+ids = []
+for i in range({events}):
+    with transaction.atomic():
+        record = event_bus.publish("stage.progress", {{
+            "runId": run.pk, "projectId": project.pk, "stageId": "stg_%020d" % i,
+            "stageName": "Analyse", "stageIndex": 2, "progress": i % 101,
+            "statusMessage": "Processing 450 of 1000 rows", "itemsProcessed": i,
+        }})
+    ids.append(record.id)
+print("IDS " + json.dumps(ids))
+"""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[AppServer]:
+    env = {
+        "REDIS_URL": "",
+        "WS_SEND_BUFFER_BYTES": str(BOUND),
+        "WS_TRANSPORT_BUFFER_BYTES": str(BOUND),
+        "WS_SOCKET_SNDBUF": str(BOUND),
+        # Out of the way: the byte bounds alone must close a stalled socket.
+        "WS_SEND_QUEUE": "100000",
+        "WS_GAP_CHECK_INTERVAL": "0.05",
+        "WS_HEARTBEAT_TIMEOUT": "600",
+        "WS_RATE_LIMIT": "1000",
+    }
+    with AppServer("uvicorn", env=env) as app:
+        yield app
+
+
+def _small_socket(port: int) -> socket.socket:
+    """A client socket whose receive buffer stays small (set before connect, so the window
+    never grows): what the server must hold is then not hidden in the client's kernel."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CLIENT_RCVBUF)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+async def _open(app: AppServer, token: str, *, stalled: bool, **auth: Any) -> ClientConnection:
+    sock = _small_socket(app.port) if stalled else None
+    ws = await connect(app.ws_url, sock=sock, max_queue=1 if stalled else 1000, max_size=None)
+    assert json.loads(await ws.recv())["type"] == "connection.established"
+    await ws.send(json.dumps({"type": "auth", "payload": {"token": token, **auth}}))
+    assert json.loads(await ws.recv())["type"] == "auth.success"
+    if "eventCategories" not in auth:
+        await ws.send(
+            json.dumps({"type": "subscribe", "payload": {"eventCategory": "STAGE_EVENTS"}})
+        )
+        assert json.loads(await ws.recv())["type"] == "subscription.added"
+    return ws
+
+
+async def _read_until_close(ws: ClientConnection) -> tuple[list[int], int, int | None]:
+    """(event ids, frame bytes, close code) of everything the server still sends."""
+    ids: list[int] = []
+    size = 0
+    try:
+        while True:
+            frame = await asyncio.wait_for(ws.recv(), 10)
+            message = json.loads(frame)
+            if "id" in message:
+                ids.append(message["id"])
+                size += len(frame)
+    except ConnectionClosed:
+        pass
+    except TimeoutError:
+        return ids, size, None  # no close came: the server never gave up on the socket
+    assert ws.close_code is not None
+    return ids, size, ws.close_code
+
+
+async def _read_ids(ws: ClientConnection, last: int, *, until_quiet: bool = False) -> list[int]:
+    """Event ids up to `last`, or (until_quiet) until none has come for 3 s after the first."""
+    ids: list[int] = []
+    while not ids or ids[-1] < last or until_quiet:
+        try:
+            frame = await asyncio.wait_for(ws.recv(), 3 if until_quiet and ids else 30)
+        except TimeoutError:
+            if until_quiet and ids:
+                return ids
+            raise
+        message = json.loads(frame)
+        if "id" in message:
+            ids.append(message["id"])
+    return ids
+
+
+async def test_a_stalled_socket_is_closed_with_4008_after_a_bounded_number_of_bytes(
+    server: AppServer,
+) -> None:
+    token = server.token("alice", DEMO_PASSWORDS["alice"])
+    healthy = await _open(server, token, stalled=False)
+    stalled = [await _open(server, token, stalled=True) for _ in range(STALLED)]
+    healthy_read = asyncio.create_task(_read_ids(healthy, 0, until_quiet=True))
+
+    out = await asyncio.to_thread(
+        server.manage, "shell", "-c", PUBLISH.format(events=EVENTS), timeout=300
+    )
+    published: list[int] = json.loads(out.split("IDS ", 1)[1])
+    assert len(published) == EVENTS
+
+    # The healthy socket, read as it comes, gets everything and is not closed.
+    healthy_ids = await healthy_read
+    healthy_ids += (
+        await _read_ids(healthy, published[-1]) if healthy_ids[-1:] != published[-1:] else []
+    )
+    assert healthy_ids == published
+    await healthy.close()
+
+    # The bound: the app queue + the transport (+ one frame) + SO_SNDBUF (Linux doubles it)
+    # + the client's own buffers (its kernel's receive buffer, doubled too, and websockets').
+    frame = 400
+    held = BOUND + (BOUND + frame) + 2 * BOUND + 2 * CLIENT_RCVBUF + 256 * 1024 // 4
+    for ws in stalled:
+        ids, size, code = await _read_until_close(ws)
+        assert code == 4008, f"not closed as a slow consumer after {len(ids)} events"
+        assert size <= held, f"{size} bytes ({len(ids)} events) before the 4008 close"
+        assert ids == published[: len(ids)]
+
+        # Resume from the last event read: every later one, in order, no gap.
+        resumed = await _open(
+            server,
+            token,
+            stalled=False,
+            lastEventId=ids[-1],
+            eventCategories=["STAGE_EVENTS"],
+        )
+        assert await _read_ids(resumed, published[-1]) == published[len(ids) :]
+        await resumed.close()
+
+
+async def test_each_accepted_websocket_gets_the_configured_send_buffer(server: AppServer) -> None:
+    # SO_SNDBUF as the kernel reports it (`ss`: tb, which Linux doubles from the set value);
+    # left to autotuning it starts at net.ipv4.tcp_wmem's default and may grow to megabytes.
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2) to read a socket's send buffer")
+    token = server.token("alice", DEMO_PASSWORDS["alice"])
+    ws = await _open(server, token, stalled=False)
+    local = ws.local_address[1]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["ss", "-tmnH", "state", "established", f"( sport = :{server.port} and dport = :{local} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = done.stdout
+    await ws.close()
+    assert f"tb{2 * BOUND}," in out, out
