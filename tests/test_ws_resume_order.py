@@ -60,9 +60,7 @@ async def test_a_later_subscription_gets_its_types_from_the_cursor_in_order(worl
     comm = await seed_order_socket(world, lastEventId=cursor)
     await send(comm, "subscribe", eventCategory="RUN_EVENTS")
     await send(comm, "subscribe", eventCategory="STAGE_EVENTS")
-    expected = await db(logged_ids)(
-        world, cursor, ["run.created", "run.started", "stage.started"]
-    )
+    expected = await db(logged_ids)(world, cursor, ["run.created", "run.started", "stage.started"])
     replayed = await receive_events(comm, len(expected))
     assert [e["id"] for e in replayed] == expected  # each once, in log order
     await db(services.report_progress)(await db(lambda: run.stages.get().pk)(), 40)

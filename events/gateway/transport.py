@@ -19,8 +19,10 @@ not the event: every hub repairs gaps from the log (`ordering.py`, `hub.py`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import atexit
 import logging
+import multiprocessing.util
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -46,6 +48,10 @@ BATCH_MAX = 100
 HAND_OFF_INTERVAL = 0.001
 # At hub stop, how long its sender may spend publishing what is still queued.
 SHUTDOWN_SEND_TIMEOUT = 2.0
+# At interpreter exit, how long the background sender may spend publishing what is still
+# queued: a worker script's last events reach sockets now rather than at the servers' next log
+# check (WS_GAP_CHECK_INTERVAL), and a Redis that is down delays the exit by at most this.
+EXIT_FLUSH_TIMEOUT = 5.0
 
 
 def layer_message(messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -332,15 +338,28 @@ class BackgroundSender:
         self._handoff.forward()  # don't wait for the next tick
         await self._queue.join()
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Wait until everything submitted so far was handed to the layer (for commands)."""
-        future = asyncio.run_coroutine_threadsafe(self._flushed(), self._loop)
-        with contextlib.suppress(Exception):
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything submitted so far was handed to the layer (for commands).
+        False if that did not happen within `timeout`, or the sender's thread is gone (then
+        nothing could send it: the servers' log check delivers it)."""
+        if not self._thread.is_alive() or self._loop.is_closed():
+            return False
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._flushed(), self._loop)
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        try:
             future.result(timeout)
+        except Exception:
+            future.cancel()
+            return False
+        return True
 
 
 _sender: BackgroundSender | None = None
 _sender_lock = threading.Lock()
+_atexit_installed = False
+_finalizer_pid = 0
 
 
 def _background_sender() -> BackgroundSender:
@@ -348,14 +367,53 @@ def _background_sender() -> BackgroundSender:
     if _sender is None:
         with _sender_lock:  # two threads must not start two senders (order, and a leak)
             if _sender is None:
+                _install_exit_hooks()
                 _sender = BackgroundSender()
     return _sender
 
 
-def flush_background_sender(timeout: float = 5.0) -> None:
-    """Wait until this process's background sender handed its events to the layer."""
-    if _sender is not None:
-        _sender.flush(timeout)
+def flush_background_sender(timeout: float = 5.0) -> bool:
+    """Wait until this process's background sender handed its events to the layer. True when
+    it did (or had nothing to send). For worker pools whose children skip interpreter exit
+    (docs/operations.md, "Publishing from workers")."""
+    sender = _sender
+    return sender is None or sender.flush(timeout)
+
+
+def _flush_at_exit() -> None:
+    """atexit (and multiprocessing's exit finalizers): publish what is still queued, bounded.
+    The sender's thread is a daemon, so at exit it still runs but would be stopped mid-queue;
+    without this a script's last events wait for the servers' log check."""
+    if not flush_background_sender(EXIT_FLUSH_TIMEOUT):
+        metrics.LAYER_ERRORS.labels(op="send").inc()
+        logger.warning(
+            "background event sender: queued events not published within %.1fs at exit; "
+            "servers deliver them from the log",
+            EXIT_FLUSH_TIMEOUT,
+        )
+
+
+def _forget_sender_after_fork() -> None:
+    # A forked child has the parent's sender object but not its thread: it starts its own on
+    # its first publish. The lock may have been held by another thread at fork time.
+    global _sender, _sender_lock
+    _sender = None
+    _sender_lock = threading.Lock()
+
+
+def _install_exit_hooks() -> None:
+    """With each process's first background sender (under _sender_lock)."""
+    global _atexit_installed, _finalizer_pid
+    if not _atexit_installed:  # once per interpreter; a forked child inherits it
+        _atexit_installed = True
+        atexit.register(_flush_at_exit)
+        os.register_at_fork(after_in_child=_forget_sender_after_fork)
+    if _finalizer_pid != os.getpid():
+        # A multiprocessing child ends with os._exit after running its finalizers, skipping
+        # atexit; its start clears the finalizers it inherited, so each process registers its
+        # own. (A second flush in one process is harmless: nothing is left to send.)
+        _finalizer_pid = os.getpid()
+        multiprocessing.util.Finalize(None, _flush_at_exit, exitpriority=100)
 
 
 # --- in: from the layer to the hub --------------------------------------------------------------
