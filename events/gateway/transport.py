@@ -24,6 +24,7 @@ import logging
 import multiprocessing.util
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -59,6 +60,57 @@ def layer_message(messages: list[dict[str, Any]]) -> dict[str, Any]:
     if len(messages) == 1:
         return messages[0]
     return {"type": "rf.batch", "events": messages}
+
+
+class Outage:
+    """One failing channel-layer operation (a sender's sends, a receive loop's receives):
+    a run of failures is logged once when it starts (WARNING, the exception's type; the
+    traceback only with DEBUG logging) and once when it ends (how many failed, for how long);
+    every failure is counted in `researchflow_channel_layer_errors_total`. A Redis outage at
+    50 events/s must cost two log lines, not a traceback per attempt. Failures cost latency,
+    not events: the hubs repair from the log.
+
+    Used from one thread (its loop's) at a time."""
+
+    __slots__ = ("_failures", "_op", "_since", "_what")
+
+    def __init__(self, what: str, op: str) -> None:
+        self._what = what
+        self._op = op
+        self._failures = 0
+        self._since = 0.0
+
+    @property
+    def failing(self) -> bool:
+        return self._failures > 0
+
+    def failed(self, exc: BaseException) -> None:
+        metrics.LAYER_ERRORS.labels(op=self._op).inc()
+        self._failures += 1
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if self._failures == 1:
+            self._since = time.monotonic()
+            logger.warning(
+                "%s: channel layer %s failing (%s); hubs repair from the log; counting "
+                "failures until it recovers",
+                self._what,
+                self._op,
+                type(exc).__name__,
+                exc_info=exc if debug else None,
+            )
+        elif debug:
+            logger.debug("%s: channel layer %s failed again", self._what, self._op, exc_info=exc)
+
+    def succeeded(self) -> None:
+        if self._failures:
+            logger.warning(
+                "%s: channel layer %s recovered after %d failed attempt(s) over %.1fs",
+                self._what,
+                self._op,
+                self._failures,
+                time.monotonic() - self._since,
+            )
+            self._failures = 0
 
 
 # --- out: from the committing thread to the layer ---------------------------------------------
@@ -178,6 +230,7 @@ class HubSender:
         self.retired = False
         self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._handoff = HandOff(loop, self.enqueue_batch)
+        self._outage = Outage("event hub", "send")
         _register(self)
 
     def submit(self, message: dict[str, Any]) -> bool:
@@ -225,10 +278,11 @@ class HubSender:
             await self.layer.group_send(GROUP, message)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             # Every hub (ours included) repairs the gap from the log within an interval.
-            metrics.LAYER_ERRORS.labels(op="send").inc()
-            logger.exception("event hub: group_send failed; hubs will repair from the log")
+            self._outage.failed(exc)
+        else:
+            self._outage.succeeded()
 
     async def _send_rest(self, unsent: list[dict[str, Any]]) -> None:
         rest = list(unsent)
@@ -316,6 +370,7 @@ class BackgroundSender:
     async def _send_loop(self) -> None:
         assert self._queue is not None
         layer = get_channel_layer()
+        outage = Outage("background event sender", "send")
         while True:
             batch = [await self._queue.get()]
             while len(batch) < BATCH_MAX and not self._queue.empty():
@@ -323,9 +378,10 @@ class BackgroundSender:
             try:
                 if layer is not None:
                     await layer.group_send(GROUP, layer_message(batch))
-            except Exception:
-                metrics.LAYER_ERRORS.labels(op="send").inc()
-                logger.exception("background event sender: group_send failed (hubs will repair)")
+            except Exception as exc:
+                outage.failed(exc)
+            else:
+                outage.succeeded()
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -425,19 +481,47 @@ class Receiver(Protocol):
     def accept(self, event: LoggedEvent) -> None: ...
 
 
+# The receive side's failures in this process: the receive loop's own, and those channels-redis's
+# pub/sub layer logs from its private receive task (_PubSubReceiveNoise). It recovers when a
+# layer message arrives again.
+_receive_outage = Outage("event hub", "receive")
+_PUBSUB_LOGGER = "channels_redis.pubsub"
+_PUBSUB_RECEIVE_FAILED = "Unexpected exception in receive task"
+
+
+class _PubSubReceiveNoise(logging.Filter):
+    """channels-redis's pub/sub layer retries its receive task once a second while Redis is
+    down and logs a traceback each time (logger.exception): fold those into `_receive_outage`
+    (one warning per outage, a count in metrics). Its other records pass untouched, and with
+    DEBUG logging on this module so do these."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != _PUBSUB_RECEIVE_FAILED or logger.isEnabledFor(logging.DEBUG):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        _receive_outage.failed(exc if exc is not None else RuntimeError(record.msg))
+        return False
+
+
+_pubsub_noise = _PubSubReceiveNoise()
+
+
 async def receive_loop(layer: BaseChannelLayer, channel: str, receiver: Receiver) -> None:
     """Give `receiver.accept` every event of every layer message on `channel`, in arrival
     order. A bad entry costs only itself (the hubs repair it from the log)."""
+    logging.getLogger(_PUBSUB_LOGGER).addFilter(_pubsub_noise)  # idempotent
+    outage = _receive_outage
     while True:
         try:
             message = await layer.receive(channel)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            metrics.LAYER_ERRORS.labels(op="receive").inc()
-            logger.exception("event hub: channel layer receive failed; retrying")
+        except Exception as exc:
+            outage.failed(exc)
             await asyncio.sleep(0.5)
             continue
+        if outage.failing:
+            outage.succeeded()
         kind = message.get("type")
         if kind == "rf.event":
             _accept_message(receiver, message)
