@@ -27,6 +27,10 @@ OUTAGE = 2.0  # seconds Redis is down
 
 
 class RestartableRedis(RedisServer):
+    def __enter__(self) -> RestartableRedis:
+        super().__enter__()
+        return self
+
     def down(self) -> None:
         assert self.proc is not None
         self.proc.terminate()
