@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 import orjson
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Max, TextField
 from django.db.models.functions import Cast
 from django.http import HttpResponse
@@ -150,15 +151,26 @@ class EventListView(APIView):
             }
         )
         del rows
-        large = len(body) >= TRIM_AFTER_BYTES
-        return (_TrimmingResponse if large else HttpResponse)(body, content_type="application/json")
+        if len(body) >= TRIM_AFTER_BYTES:
+            return _TrimmingResponse(body, from_server=isinstance(request._request, ASGIRequest))
+        return HttpResponse(body, content_type="application/json")
 
 
 class _TrimmingResponse(HttpResponse):
-    """Once sent (the server closes every response, then drops it): the body is let go and
-    the heap's free memory goes back to the system."""
+    """Once sent, the body is let go and the heap's free memory goes back to the system.
+
+    The response object outlives the request in reference cycles (Django's, DRF's, asgiref's)
+    that only a full garbage collection frees, and the server makes those rare
+    (researchflow/asgi.py): a body held until then made pages pile up between passes. A
+    server closes the response after sending it; a test client closes it before the test
+    reads `.content`, so the body is dropped only for a request an ASGI server brought."""
+
+    def __init__(self, body: bytes, *, from_server: bool) -> None:
+        super().__init__(body, content_type="application/json")
+        self._from_server = from_server
 
     def close(self) -> None:
         super().close()
-        self.content = b""  # sent: the trim below can only return memory nothing holds
+        if self._from_server:
+            self.content = b""
         release_free_memory()
