@@ -13,6 +13,7 @@ from events.gateway import credentials, views
 from events.models import Event
 from events.schemas import TIMESTAMP_RE
 from runs import services
+from runs.api import event_log
 from runs.models import Run
 
 pytestmark = pytest.mark.django_db
@@ -169,6 +170,22 @@ def test_it_refuses_bad_query_parameters(world: Any, query: str) -> None:
 
 def test_it_allows_a_limit_of_1000(world: Any) -> None:
     assert get(world.client(world.alice), "limit=1000").status_code == 200
+
+
+def test_a_large_page_carries_each_stored_payload_whole(world: Any) -> None:
+    # Large enough that the body passes event_log.TRIM_AFTER_BYTES (its memory is trimmed
+    # once the response is closed, which the test client does before we read it).
+    run = services.create_run(world.project, "Big", ["Ingest"], world.alice)
+    services.start_run(run.pk)
+    stage = run.stages.get()
+    services.start_stage(stage.pk)
+    for progress in range(1, 101):  # ~500 bytes each
+        services.report_progress(stage.pk, progress, status_message="é" * 200)
+    response = get(world.client(world.alice), "limit=1000")
+    assert len(response.content) >= event_log.TRIM_AFTER_BYTES
+    body = json.loads(response.content)
+    stored = {e.position: e.payload for e in Event.objects.filter(position__isnull=False)}
+    assert {e["id"]: e["payload"] for e in body["results"]} == stored
 
 
 # --- socket tokens -------------------------------------------------------------------------

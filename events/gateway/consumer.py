@@ -75,6 +75,7 @@ class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsoc
         *VIEWER_SLOTS,
         *REPLAY_SLOTS,
         *DEADLINES_SLOTS,
+        "_cursor",
         "_going_away",
         "_rate",
         "_types",
@@ -109,6 +110,10 @@ class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsoc
         self._types: frozenset[str] = frozenset()
         self._start_writer(settings.WS_SEND_QUEUE, settings.WS_SEND_BUFFER_BYTES)
         self._start_replay()
+        # The socket's resume point once a client gave one (auth.lastEventId or resume): a
+        # subscription made later resumes from max(_cursor, the last id queued), so a cursor
+        # given before any subscription is not lost (docs/protocol.md, "Resume").
+        self._cursor: int | None = None
         self._going_away = False
         self._rate = TokenBucket(settings.WS_RATE_LIMIT, settings.WS_RATE_BURST, time.monotonic())
         self._start_deadlines()
@@ -237,6 +242,7 @@ class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsoc
 
     async def _on_subscribe(self, payload: protocol.SubscriptionTarget) -> None:
         key, name = payload.target()
+        before = self._types
         self.subscriptions.add(name)
         self._recompute_types()
         self._push(
@@ -244,6 +250,14 @@ class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsoc
                 "subscription.added", {key: name, "subscriptions": sorted(self.subscriptions)}
             )
         )
+        if self._cursor is not None and self.user is not None and self._types != before:
+            # Resume from the socket's position: every type it now has, from the log, above
+            # the last id it was given (the writer's stream only goes up, so nothing earlier
+            # could reach the client in order). Until the socket has been given anything past
+            # the cursor that position is the cursor itself: auth(lastEventId) → subscribe →
+            # subscribe loses nothing of either subscription.
+            self._held = []
+            await self._replay(max(self._cursor, self._last_queued_id))
 
     async def _on_unsubscribe(self, payload: protocol.SubscriptionTarget) -> None:
         key, name = payload.target()
@@ -307,7 +321,9 @@ class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsoc
             self.subscriptions = wanted
             self._recompute_types()
         if last_event_id is not None:
-            self._held = []  # from here on, live events wait until the replay is done
+            self._cursor = last_event_id
+            if self._types:
+                self._held = []  # from here on, live events wait until the replay is done
         await self._set_user(user, member_of)
         self._push(
             _now_frame(
@@ -315,15 +331,20 @@ class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsoc
                 {"userId": user.get_username(), "projectId": project_id, "runId": run_id},
             )
         )
-        if last_event_id is not None:
+        if last_event_id is not None and self._held is not None:
             await self._replay(last_event_id)
+        # With no subscriptions yet the cursor waits for the first one (_on_subscribe).
         return None
 
     async def _on_resume(self, payload: protocol.Resume) -> None:
         if self.user is None:
             raise ProtocolError("not_authenticated", "authenticate before resuming")
+        after = max(payload.last_event_id, self.last_sent_id)
+        self._cursor = after
+        if not self._types:
+            return  # nothing to replay yet: the first subscription resumes from the cursor
         self._held = []
-        await self._replay(max(payload.last_event_id, self.last_sent_id))
+        await self._replay(after)
 
     def _auth_failed(self, message: str) -> None:
         self._push(_now_frame("auth.failed", {"message": message}))

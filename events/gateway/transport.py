@@ -22,9 +22,12 @@ not the event: every hub repairs gaps from the log (`ordering.py`, `hub.py`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import atexit
 import logging
+import multiprocessing.util
+import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -60,6 +63,10 @@ BATCH_MAX = 100
 HAND_OFF_INTERVAL = 0.001
 # At hub stop, how long its sender may spend publishing what is still queued.
 SHUTDOWN_SEND_TIMEOUT = 2.0
+# At interpreter exit, how long the background sender may spend publishing what is still
+# queued: a worker script's last events reach sockets now rather than at the servers' next log
+# check (WS_GAP_CHECK_INTERVAL), and a Redis that is down delays the exit by at most this.
+EXIT_FLUSH_TIMEOUT = 5.0
 
 
 def layer_message(messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -82,6 +89,57 @@ def by_shard(messages: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]
     for message in messages:
         runs.setdefault(message.get("s", 0), []).append(message)
     return [(group(s), layer_message(run)) for s, run in runs.items()]
+
+
+class Outage:
+    """One failing channel-layer operation (a sender's sends, a receive loop's receives):
+    a run of failures is logged once when it starts (WARNING, the exception's type; the
+    traceback only with DEBUG logging) and once when it ends (how many failed, for how long);
+    every failure is counted in `researchflow_channel_layer_errors_total`. A Redis outage at
+    50 events/s must cost two log lines, not a traceback per attempt. Failures cost latency,
+    not events: the hubs repair from the log.
+
+    Used from one thread (its loop's) at a time."""
+
+    __slots__ = ("_failures", "_op", "_since", "_what")
+
+    def __init__(self, what: str, op: str) -> None:
+        self._what = what
+        self._op = op
+        self._failures = 0
+        self._since = 0.0
+
+    @property
+    def failing(self) -> bool:
+        return self._failures > 0
+
+    def failed(self, exc: BaseException) -> None:
+        metrics.LAYER_ERRORS.labels(op=self._op).inc()
+        self._failures += 1
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if self._failures == 1:
+            self._since = time.monotonic()
+            logger.warning(
+                "%s: channel layer %s failing (%s); hubs repair from the log; counting "
+                "failures until it recovers",
+                self._what,
+                self._op,
+                type(exc).__name__,
+                exc_info=exc if debug else None,
+            )
+        elif debug:
+            logger.debug("%s: channel layer %s failed again", self._what, self._op, exc_info=exc)
+
+    def succeeded(self) -> None:
+        if self._failures:
+            logger.warning(
+                "%s: channel layer %s recovered after %d failed attempt(s) over %.1fs",
+                self._what,
+                self._op,
+                self._failures,
+                time.monotonic() - self._since,
+            )
+            self._failures = 0
 
 
 # --- out: from the committing thread to the layer ---------------------------------------------
@@ -201,6 +259,7 @@ class HubSender:
         self.retired = False
         self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._handoff = HandOff(loop, self.enqueue_batch)
+        self._outage = Outage("event hub", "send")
         _register(self)
 
     def submit(self, message: dict[str, Any]) -> bool:
@@ -249,10 +308,11 @@ class HubSender:
             await self.layer.group_send(name, message)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             # Every hub (ours included) repairs the gap from the log within an interval.
-            metrics.LAYER_ERRORS.labels(op="send").inc()
-            logger.exception("event hub: group_send failed; hubs will repair from the log")
+            self._outage.failed(exc)
+        else:
+            self._outage.succeeded()
 
     async def _send_rest(self, unsent: list[dict[str, Any]]) -> None:
         rest = list(unsent)
@@ -341,6 +401,7 @@ class BackgroundSender:
     async def _send_loop(self) -> None:
         assert self._queue is not None
         layer = get_channel_layer()
+        outage = Outage("background event sender", "send")
         while True:
             batch = [await self._queue.get()]
             while len(batch) < BATCH_MAX and not self._queue.empty():
@@ -349,9 +410,10 @@ class BackgroundSender:
                 if layer is not None:
                     for name, message in by_shard(batch):
                         await layer.group_send(name, message)
-            except Exception:
-                metrics.LAYER_ERRORS.labels(op="send").inc()
-                logger.exception("background event sender: group_send failed (hubs will repair)")
+            except Exception as exc:
+                outage.failed(exc)
+            else:
+                outage.succeeded()
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -364,15 +426,28 @@ class BackgroundSender:
         self._handoff.forward()  # don't wait for the next tick
         await self._queue.join()
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Wait until everything submitted so far was handed to the layer (for commands)."""
-        future = asyncio.run_coroutine_threadsafe(self._flushed(), self._loop)
-        with contextlib.suppress(Exception):
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything submitted so far was handed to the layer (for commands).
+        False if that did not happen within `timeout`, or the sender's thread is gone (then
+        nothing could send it: the servers' log check delivers it)."""
+        if not self._thread.is_alive() or self._loop.is_closed():
+            return False
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._flushed(), self._loop)
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        try:
             future.result(timeout)
+        except Exception:
+            future.cancel()
+            return False
+        return True
 
 
 _sender: BackgroundSender | None = None
 _sender_lock = threading.Lock()
+_atexit_installed = False
+_finalizer_pid = 0
 
 
 def _background_sender() -> BackgroundSender:
@@ -380,14 +455,53 @@ def _background_sender() -> BackgroundSender:
     if _sender is None:
         with _sender_lock:  # two threads must not start two senders (order, and a leak)
             if _sender is None:
+                _install_exit_hooks()
                 _sender = BackgroundSender()
     return _sender
 
 
-def flush_background_sender(timeout: float = 5.0) -> None:
-    """Wait until this process's background sender handed its events to the layer."""
-    if _sender is not None:
-        _sender.flush(timeout)
+def flush_background_sender(timeout: float = 5.0) -> bool:
+    """Wait until this process's background sender handed its events to the layer. True when
+    it did (or had nothing to send). For worker pools whose children skip interpreter exit
+    (docs/operations.md, "Publishing from workers")."""
+    sender = _sender
+    return sender is None or sender.flush(timeout)
+
+
+def _flush_at_exit() -> None:
+    """atexit (and multiprocessing's exit finalizers): publish what is still queued, bounded.
+    The sender's thread is a daemon, so at exit it still runs but would be stopped mid-queue;
+    without this a script's last events wait for the servers' log check."""
+    if not flush_background_sender(EXIT_FLUSH_TIMEOUT):
+        metrics.LAYER_ERRORS.labels(op="send").inc()
+        logger.warning(
+            "background event sender: queued events not published within %.1fs at exit; "
+            "servers deliver them from the log",
+            EXIT_FLUSH_TIMEOUT,
+        )
+
+
+def _forget_sender_after_fork() -> None:
+    # A forked child has the parent's sender object but not its thread: it starts its own on
+    # its first publish. The lock may have been held by another thread at fork time.
+    global _sender, _sender_lock
+    _sender = None
+    _sender_lock = threading.Lock()
+
+
+def _install_exit_hooks() -> None:
+    """With each process's first background sender (under _sender_lock)."""
+    global _atexit_installed, _finalizer_pid
+    if not _atexit_installed:  # once per interpreter; a forked child inherits it
+        _atexit_installed = True
+        atexit.register(_flush_at_exit)
+        os.register_at_fork(after_in_child=_forget_sender_after_fork)
+    if _finalizer_pid != os.getpid():
+        # A multiprocessing child ends with os._exit after running its finalizers, skipping
+        # atexit; its start clears the finalizers it inherited, so each process registers its
+        # own. (A second flush in one process is harmless: nothing is left to send.)
+        _finalizer_pid = os.getpid()
+        multiprocessing.util.Finalize(None, _flush_at_exit, exitpriority=100)
 
 
 # --- in: from the layer to the hub --------------------------------------------------------------
@@ -399,19 +513,47 @@ class Receiver(Protocol):
     def accept(self, event: LoggedEvent) -> None: ...
 
 
+# The receive side's failures in this process: the receive loop's own, and those channels-redis's
+# pub/sub layer logs from its private receive task (_PubSubReceiveNoise). It recovers when a
+# layer message arrives again.
+_receive_outage = Outage("event hub", "receive")
+_PUBSUB_LOGGER = "channels_redis.pubsub"
+_PUBSUB_RECEIVE_FAILED = "Unexpected exception in receive task"
+
+
+class _PubSubReceiveNoise(logging.Filter):
+    """channels-redis's pub/sub layer retries its receive task once a second while Redis is
+    down and logs a traceback each time (logger.exception): fold those into `_receive_outage`
+    (one warning per outage, a count in metrics). Its other records pass untouched, and with
+    DEBUG logging on this module so do these."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != _PUBSUB_RECEIVE_FAILED or logger.isEnabledFor(logging.DEBUG):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        _receive_outage.failed(exc if exc is not None else RuntimeError(record.msg))
+        return False
+
+
+_pubsub_noise = _PubSubReceiveNoise()
+
+
 async def receive_loop(layer: BaseChannelLayer, channel: str, receiver: Receiver) -> None:
     """Give `receiver.accept` every event of every layer message on `channel`, in arrival
     order. A bad entry costs only itself (the hubs repair it from the log)."""
+    logging.getLogger(_PUBSUB_LOGGER).addFilter(_pubsub_noise)  # idempotent
+    outage = _receive_outage
     while True:
         try:
             message = await layer.receive(channel)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            metrics.LAYER_ERRORS.labels(op="receive").inc()
-            logger.exception("event hub: channel layer receive failed; retrying")
+        except Exception as exc:
+            outage.failed(exc)
             await asyncio.sleep(0.5)
             continue
+        if outage.failing:
+            outage.succeeded()
         kind = message.get("type")
         if kind == "rf.event":
             _accept_message(receiver, message)

@@ -15,7 +15,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db.models import Max
+import orjson
+from django.core.handlers.asgi import ASGIRequest
+from django.db.models import Max, TextField
+from django.db.models.functions import Cast
+from django.http import HttpResponse
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -25,17 +29,21 @@ from drf_spectacular.utils import (
 from rest_framework import exceptions, serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from events.models import Event
 from events.schemas import EVENT_CATEGORIES, EVENT_TYPES, iso_timestamp
+from researchflow.memory import release_free_memory
 from runs import access
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_CURSOR = 2**62  # beyond any id, and inside a 64-bit SQL integer
+# A response body at least this large hands the heap's free memory back to the system once it
+# was sent (see researchflow/memory.py): a large page is the allocation burst that leaves the
+# heap fragmented; a small one costs no trim.
+TRIM_AFTER_BYTES = 64 * 1024
 
 _PROJECT_ID_RE = re.compile(r"^prj_[0-9a-z]{1,40}$")
 _RUN_ID_RE = re.compile(r"^run_[0-9a-z]{1,40}$")
@@ -74,7 +82,7 @@ class EventListView(APIView):
             401: OpenApiResponse(description="Not authenticated"),
         },
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponse:
         params = request.query_params
         errors: dict[str, list[str]] = {}
         after = _int_param(params.get("after", "0"), "after", 0, MAX_CURSOR, errors)
@@ -112,24 +120,57 @@ class EventListView(APIView):
             events = events.filter(type=event_type)
         if category is not None:
             events = events.filter(type__in=EVENT_CATEGORIES[category])
-        rows = list(events.order_by("position")[: limit + 1])
+        # Rows as tuples with the payload as the stored JSON text, written into the body as
+        # is (orjson.Fragment): no model instance, no payload dict, no intermediate str per
+        # event, and one bytes object per response instead of JSONRenderer's str + its encode.
+        # What a 1000-event page allocates decides how far the process's heap grows and
+        # fragments under repeated large reads (docs/operations.md, "Memory").
+        rows = list(
+            events.order_by("position")
+            .annotate(payload_text=Cast("payload", TextField()))
+            .values_list("position", "type", "created_at", "payload_text")[: limit + 1]
+        )
         more = len(rows) > limit
-        rows = rows[:limit]
+        del rows[limit:]
         next_url = None
         if more:
-            next_url = replace_query_param(request.build_absolute_uri(), "after", rows[-1].position)
-        return Response(
+            next_url = replace_query_param(request.build_absolute_uri(), "after", rows[-1][0])
+        body = orjson.dumps(
             {
                 "results": [
                     {
-                        "id": row.position,
-                        "type": row.type,
-                        "timestamp": iso_timestamp(row.created_at),
-                        "payload": row.payload,
+                        "id": position,
+                        "type": kind,
+                        "timestamp": iso_timestamp(created_at),
+                        "payload": orjson.Fragment(payload),
                     }
-                    for row in rows
+                    for position, kind, created_at, payload in rows
                 ],
                 "next": next_url,
                 "lastEventId": last_event_id,
             }
         )
+        del rows
+        if len(body) >= TRIM_AFTER_BYTES:
+            return _TrimmingResponse(body, from_server=isinstance(request._request, ASGIRequest))
+        return HttpResponse(body, content_type="application/json")
+
+
+class _TrimmingResponse(HttpResponse):
+    """Once sent, the body is let go and the heap's free memory goes back to the system.
+
+    The response object outlives the request in reference cycles (Django's, DRF's, asgiref's)
+    that only a full garbage collection frees, and the server makes those rare
+    (researchflow/asgi.py): a body held until then made pages pile up between passes. A
+    server closes the response after sending it; a test client closes it before the test
+    reads `.content`, so the body is dropped only for a request an ASGI server brought."""
+
+    def __init__(self, body: bytes, *, from_server: bool) -> None:
+        super().__init__(body, content_type="application/json")
+        self._from_server = from_server
+
+    def close(self) -> None:
+        super().close()
+        if self._from_server:
+            self.content = b""
+        release_free_memory()
