@@ -92,9 +92,14 @@ class RedisServer:
 
 class PostgresServer:
     """A throw-away cluster in a temp dir (initdb + pg_ctl), run as the `postgres` OS user
-    when we are root, since PostgreSQL refuses to run as root."""
+    when we are root, since PostgreSQL refuses to run as root.
 
-    def __init__(self) -> None:
+    Tests want it fast (`durable=False`: no fsync, no synchronous commit); benchmarks want it
+    as production runs it (`durable=True`: a commit's cost includes its WAL flush)."""
+
+    def __init__(self, *, durable: bool = False, max_connections: int = 200) -> None:
+        self.durable = durable
+        self.max_connections = max_connections
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="rf-pg-"))
         self.data = self.dir / "data"
@@ -103,6 +108,7 @@ class PostgresServer:
         if not bins:
             raise RuntimeError("PostgreSQL is not installed (scripts/system-deps.sh installs it)")
         self.bin = Path(bins[-1])
+        self.version = self.bin.parent.name  # the PostgreSQL major version
 
     def _run(self, *args: str) -> None:
         cmd = list(args)
@@ -137,8 +143,13 @@ class PostgresServer:
             "-l",
             str(self.dir / "log"),
             "-o",
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+            + (
+                ""
+                if self.durable
+                else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            )
+            + f"-c max_connections={self.max_connections}",
             "start",
         )
         env = dict(os.environ, PGPASSWORD="rf")
@@ -160,7 +171,8 @@ class PostgresServer:
 
     def __exit__(self, *exc: Any) -> None:
         with contextlib.suppress(Exception):
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+            mode = "fast" if self.durable else "immediate"
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "stop")
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
