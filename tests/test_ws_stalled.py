@@ -29,8 +29,13 @@ CLIENT_RCVBUF = 8 * 1024
 STALLED = 3
 EVENTS = 1500  # ~0.5 MB of frames: far past the bounds, far below the kernel's autotuned buffers
 
+# Paced (~500 events/s): the server brings them to the sockets in log-check batches of a few
+# dozen, which a healthy reader keeps up with even on a loaded machine; unpaced, one check
+# could bring all of them at once and close the healthy socket too (it is then not healthy:
+# the bounds are deliberately tight here).
 PUBLISH = """
 import json
+import time
 from django.db import transaction
 from events.bus import event_bus
 from runs.models import Project, Run
@@ -45,6 +50,7 @@ for i in range({events}):
             "statusMessage": "Processing 450 of 1000 rows", "itemsProcessed": i,
         }})
     ids.append(record.id)
+    time.sleep(0.002)
 print("IDS " + json.dumps(ids))
 """
 
