@@ -92,6 +92,8 @@ class Hub:
         self._chain: Chain[LoggedEvent] | None = None  # None while it hears nothing
         self._hearing: int | None = NOTHING  # a shard, EVERY_SHARD or NOTHING (see _reconcile)
         self._joined: set[int] = set()  # the shard groups our channel is in
+        # A join that fails (Redis down) is retried at every log check: logged once per outage.
+        self._join_outage = transport.Outage("event hub", "join")
         self._needs: Counter[int] = Counter()  # shard -> projects indexed in it (_by_project)
         self._reconciling = False
         self._settled = asyncio.Event()  # set while what it hears is what its sockets need
@@ -375,11 +377,11 @@ class Hub:
                 continue
             try:
                 await self.layer.group_add(transport.group(shard), self.channel)
-            except Exception:
+            except Exception as exc:
                 # Delivered from the log by the periodic check until a later join works.
-                metrics.LAYER_ERRORS.labels(op="join").inc()
-                logger.exception("event hub: joining a shard group failed; will retry")
+                self._join_outage.failed(exc)
                 continue
+            self._join_outage.succeeded()
             self._joined.add(shard)
 
     async def _leave_unheard(self) -> None:
