@@ -639,6 +639,20 @@ class ClientConn(asyncio.Protocol):
             self.transport.close()
 
 
+def recv_from(pipe: Any, timeout: float) -> Any:
+    """One answer from a client process, or TimeoutError (a bench never waits unbounded)."""
+    if not pipe.poll(timeout):
+        raise TimeoutError("client process did not answer")
+    return pipe.recv()
+
+
+def ask_all(pipes: list[Any], cmd: tuple[Any, ...], timeout: float) -> list[Any]:
+    """Send `cmd` to every client process, then collect their answers in order."""
+    for pipe in pipes:
+        pipe.send(cmd)
+    return [recv_from(pipe, timeout) for pipe in pipes]
+
+
 class ClientPool:
     def __init__(
         self, loop: asyncio.AbstractEventLoop, host: str, port: int, token: str, compression: bool
@@ -912,7 +926,7 @@ class Clients:
             p.start()
             self.pipes.append(parent)
             self.workers.append(p)
-        reports = [self._recv(pipe, self.connect_timeout + 30) for pipe in self.pipes]
+        reports = [recv_from(pipe, self.connect_timeout + 30) for pipe in self.pipes]
         elapsed = time.time() - t0
         self.connect_report = {
             "requested": self.n,
@@ -929,16 +943,8 @@ class Clients:
         }
         return self
 
-    @staticmethod
-    def _recv(pipe: Any, timeout: float) -> Any:
-        if not pipe.poll(timeout):
-            raise TimeoutError("client process did not answer")
-        return pipe.recv()
-
     def _all(self, cmd: tuple[Any, ...], timeout: float = 60) -> list[Any]:
-        for pipe in self.pipes:
-            pipe.send(cmd)
-        return [self._recv(pipe, timeout) for pipe in self.pipes]
+        return ask_all(self.pipes, cmd, timeout)
 
     def arm(self) -> float:
         return sum(r["cpu"] for r in self._all(("arm",)))

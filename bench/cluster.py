@@ -70,11 +70,13 @@ from _common import (  # noqa: E402
     AppServer,
     ClientPool,
     RedisServer,
+    ask_all,
     cpu_seconds,
     emit_json,
     machine_info,
     pct,
     raise_nofile,
+    recv_from,
     rss_kb,
 )
 from _pg import BenchPostgres  # noqa: E402
@@ -346,7 +348,7 @@ class ClientProcs:
             proc.start()
             self.pipes.append(parent)
             self.workers.append(proc)
-        reports = [self._recv(p, timeout + 60) for p in self.pipes]
+        reports = [recv_from(p, timeout + 60) for p in self.pipes]
         self.authed = sum(r["authed"] for r in reports)
         self.failed = sum(r["failed"] for r in reports)
         self.failures = [f for r in reports for f in r["failures"] + r["errors"]][:5]
@@ -355,16 +357,8 @@ class ClientProcs:
     def pids(self) -> list[int]:
         return [int(w.pid) for w in self.workers]
 
-    @staticmethod
-    def _recv(pipe: Any, timeout: float) -> Any:
-        if not pipe.poll(timeout):
-            raise TimeoutError("client process did not answer")
-        return pipe.recv()
-
     def all(self, cmd: tuple[Any, ...], timeout: float = 120) -> list[Any]:
-        for pipe in self.pipes:
-            pipe.send(cmd)
-        return [self._recv(pipe, timeout) for pipe in self.pipes]
+        return ask_all(self.pipes, cmd, timeout)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
