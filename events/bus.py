@@ -269,10 +269,6 @@ class EventBus:
             if sink not in self._sinks:
                 self._sinks = (*self._sinks, sink)
 
-    def remove_sink(self, sink: Sink) -> None:
-        with self._lock:
-            self._sinks = tuple(s for s in self._sinks if s != sink)
-
     # --- in-process subscribers ----------------------------------------------------------
 
     def subscribe(self, topic: str, handler: Handler) -> Callable[[], None]:

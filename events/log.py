@@ -34,11 +34,6 @@ def shard_head(shard: int) -> int:
     return Event.objects.filter(shard=shard).aggregate(last=Max("position"))["last"] or 0
 
 
-def shard_heads(shards: Iterable[int]) -> dict[int, int]:
-    """{shard: its newest position (0: none)}, each an index lookup on (shard, position)."""
-    return {shard: shard_head(shard) for shard in shards}
-
-
 def between(after: int, upto: int | None, shard: int | None = None) -> list[LoggedEvent]:
     """Every event with after < position <= upto (no upper bound: None), in `shard` (None:
     every shard), in log order, at most REPAIR_BATCH of them."""
