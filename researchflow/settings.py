@@ -361,6 +361,14 @@ WS_SEND_QUEUE = envint("WS_SEND_QUEUE", 1000, minimum=1)
 WS_SEND_BUFFER_BYTES = envint("WS_SEND_BUFFER_BYTES", 256 * 1024, minimum=1024)
 WS_TRANSPORT_BUFFER_BYTES = envint("WS_TRANSPORT_BUFFER_BYTES", 64 * 1024, minimum=1024)
 WS_SOCKET_SNDBUF = envint("WS_SOCKET_SNDBUF", 64 * 1024, minimum=0)
+# uvicorn: a ping every WS_PING_INTERVAL seconds, the pong due within WS_PING_TIMEOUT (missing
+# while the socket's buffers are full: closed as a slow consumer, 4008; otherwise 1011). After
+# the server writes a close, the client has WS_CLOSE_TIMEOUT seconds to finish the closing
+# handshake; then the connection is reset and its buffers dropped
+# (events/gateway/servers/uvicorn_stalled_peer.py).
+WS_PING_INTERVAL = envfloat("WS_PING_INTERVAL", 20.0, minimum=0.1)
+WS_PING_TIMEOUT = envfloat("WS_PING_TIMEOUT", 20.0, minimum=0.1)
+WS_CLOSE_TIMEOUT = envfloat("WS_CLOSE_TIMEOUT", 10.0, minimum=0.1)
 WS_MAX_FRAME_BYTES = MAX_FRAME_BYTES  # the protocol's limit (events/limits.py)
 # How often a process re-checks the log for events its hub has not received (lost
 # pub/sub messages, a dropped tail), and how long it waits for an out-of-order event.

@@ -139,6 +139,7 @@ print(json.dumps({{
     "autobahn_debug_log": protocol.hlval.__name__ == "unstyled",
     "uvicorn_keepalive": U.start_keepalive.__qualname__.startswith("install."),
     "uvicorn_send_buffer": U.connection_made.__qualname__.startswith("install."),
+    "uvicorn_stalled_peer": U.keepalive_timeout.__qualname__.startswith("install."),
 }}))
 """
     out = subprocess.run(
@@ -158,6 +159,7 @@ def test_under_uvicorn_daphne_and_autobahn_stay_as_they_ship() -> None:
         "autobahn_debug_log": False,
         "uvicorn_keepalive": True,
         "uvicorn_send_buffer": True,
+        "uvicorn_stalled_peer": True,
     }
 
 
@@ -169,6 +171,7 @@ def test_under_daphne_uvicorn_stays_as_it_ships() -> None:
         "autobahn_debug_log": True,
         "uvicorn_keepalive": False,
         "uvicorn_send_buffer": False,
+        "uvicorn_stalled_peer": False,
     }
 
 

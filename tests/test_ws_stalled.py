@@ -65,6 +65,9 @@ def server() -> Iterator[AppServer]:
         # Out of the way: the byte bounds alone must close a stalled socket.
         "WS_SEND_QUEUE": "100000",
         "WS_GAP_CHECK_INTERVAL": "0.05",
+        # The stalled sockets read only after the healthy one is done: their 4008 close must
+        # wait for them that long (then the connection would be reset, test_ws_stalled_peer.py).
+        "WS_CLOSE_TIMEOUT": "300",
         "WS_HEARTBEAT_TIMEOUT": "600",
         "WS_RATE_LIMIT": "1000",
     }

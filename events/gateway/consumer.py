@@ -48,7 +48,7 @@ from .hub import Hub
 from .ratelimit import TokenBucket
 from .replay import REPLAY_SLOTS, Replay
 from .viewer import VIEWER_SLOTS, Viewer
-from .writer import SocketWriter
+from .writer import CLOSE_SLOW_CONSUMER, SocketWriter
 from .writer import control_frame as _now_frame
 
 logger = logging.getLogger(__name__)
@@ -160,6 +160,10 @@ class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsoc
         self.hub.remove(self)
         self._release_slot()
         metrics.SOCKETS_OPEN.dec()
+        if code == CLOSE_SLOW_CONSUMER and self._close_code is None:
+            # Closed as a slow consumer by the server itself: a keepalive pong stuck behind
+            # unread frames (servers/uvicorn_stalled_peer.py).
+            metrics.SLOW_CONSUMER_CLOSES.inc()
         metrics.CLOSES.labels(code=str(self._close_code or code)).inc()
 
     def go_away(self) -> None:

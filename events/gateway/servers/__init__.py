@@ -27,12 +27,19 @@ from . import (
     uvicorn_keepalive,
     uvicorn_logs,
     uvicorn_send_buffer,
+    uvicorn_stalled_peer,
 )
 from .versions import require
 
 PATCHES: dict[str, tuple[ModuleType, ...]] = {
     "daphne": (daphne_close, autobahn_debug_log, daphne_handshake),
-    "uvicorn": (uvicorn_handshake, uvicorn_keepalive, uvicorn_logs, uvicorn_send_buffer),
+    "uvicorn": (
+        uvicorn_handshake,
+        uvicorn_keepalive,
+        uvicorn_logs,
+        uvicorn_send_buffer,
+        uvicorn_stalled_peer,
+    ),
 }
 
 # Modules only a serving daphne imports before it loads the application: its command line

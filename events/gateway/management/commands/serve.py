@@ -42,8 +42,8 @@ def uvicorn_options(*, compression: bool) -> dict[str, Any]:
         "ws": "websockets-sansio",
         "ws_max_size": settings.WS_MAX_FRAME_BYTES,
         "ws_per_message_deflate": compression,
-        "ws_ping_interval": 20.0,
-        "ws_ping_timeout": 20.0,
+        "ws_ping_interval": settings.WS_PING_INTERVAL,
+        "ws_ping_timeout": settings.WS_PING_TIMEOUT,
         "lifespan": "off",
         # uvicorn rewrites the client address and scheme from X-Forwarded-* when the peer is
         # in FORWARDED_ALLOW_IPS (default 127.0.0.1): only when we trust a proxy at all, or a
