@@ -1,6 +1,6 @@
 """Stalled clients: what 1,000 sockets that stop reading cost next to 1,000 healthy ones.
 
-    .venv/bin/python bench/stalled.py                        # 1,000 + 1,000, 50 events/s
+    .venv/bin/python bench/stalled.py                        # 1,000 + 1,000, 20 events/s, 3 cycles
     .venv/bin/python bench/stalled.py --healthy 200 --stalled 200 --rate 50 --seconds 40
     .venv/bin/python bench/stalled.py --unbounded            # no byte bounds: the old behaviour
 
@@ -8,16 +8,23 @@ Shape (2 cores, loopback): the gateway (uvicorn, Redis layer) pinned to core 0; 
 the healthy clients (bench/_common.py's fast client), the stalled clients and redis-server to
 core 1. Every loop is bounded in count and in time.
 
+The healthy clients stay connected throughout; then, --cycles times (the machines are noisy:
+compare within a cycle, quote the median of the cycles):
 1. Baseline: the healthy clients alone, a steady R events/s for S0 seconds: p50/p99 latency
    (publish call → bytes read by the client), loss.
 2. The stalled clients connect, authenticate, subscribe (the seed's order), then stop reading
    (their transports pause reading; their kernel receive buffers fill, then the server's).
-3. The same steady rate for S seconds (long enough to overfill the bounds): healthy p50/p99
-   and loss again; meanwhile, every 0.5 s, the server's RSS, the bytes its kernel holds in the
-   send queues of its sockets (`ss`), and how many sockets it has closed with 4008 (/metrics).
+3. The same steady rate for S seconds (long enough for the bounds to fill and the server to
+   close them): healthy p50/p99 and loss again; meanwhile, every 0.5 s, the server's RSS, the
+   bytes its kernel holds in the send queues of its sockets (`ss`), and how many sockets it
+   has closed with 4008 (/metrics).
 4. The stalled clients read again: each must find a 4008 close after the events it had room
    for; then each resumes (auth with `lastEventId`) and must get every later event of phase 3,
-   in order, with no gap and no duplicate.
+   in order, with no gap and no duplicate; then it disconnects.
+
+The server's WS_CLOSE_TIMEOUT is raised past phase 3 (--close-timeout) so that the stalled
+clients, which read only in phase 4, can still find their 4008: with the default (10 s) a
+client that reads later finds a reset instead (tests/test_ws_stalled_peer.py covers that).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from _common import (
     RedisServer,
     emit_json,
     machine_info,
+    median,
     pct,
     pin,
     raise_nofile,
@@ -153,7 +161,6 @@ def stalled_worker(
     raise_nofile()
     loop = asyncio.new_event_loop()
     url = f"ws://{host}:{port}/ws"
-    conns: list[StalledConn] = []
 
     async def open_one(sem: asyncio.Semaphore, errors: list[str], **auth: Any) -> StalledConn:
         async with sem:
@@ -174,10 +181,9 @@ def stalled_worker(
                 errors.append(type(exc).__name__ + ": " + str(exc)[:100])
             return conn
 
-    async def main() -> None:
-        sem = asyncio.Semaphore(50)
+    async def cycle(sem: asyncio.Semaphore) -> None:
         errors: list[str] = []
-        conns.extend(await asyncio.gather(*(open_one(sem, errors) for _ in range(n))))
+        conns = list(await asyncio.gather(*(open_one(sem, errors) for _ in range(n))))
         for conn in conns:
             conn.stall()
         ctl.send({"stalled": len(conns) - len(errors), "errors": errors[:3]})
@@ -189,6 +195,8 @@ def stalled_worker(
         codes: dict[str, int] = {}
         for c in conns:
             codes[str(c.close_code)] = codes.get(str(c.close_code), 0) + 1
+            if c.transport is not None:
+                c.transport.close()
         before = [sum(1 for i in c.ids if i >= published[0]) for c in conns]
         sizes = [c.bytes_after_stall for c in conns]
 
@@ -220,8 +228,14 @@ def stalled_worker(
             }
         )
 
+    async def main() -> None:
+        sem = asyncio.Semaphore(50)
+        # "open" starts a cycle, "quit" ends the process.
+        while await loop.run_in_executor(None, ctl.recv) == "open":
+            await cycle(sem)
+
     try:
-        loop.run_until_complete(asyncio.wait_for(main(), 1800))
+        loop.run_until_complete(asyncio.wait_for(main(), 3600))
     finally:
         loop.close()
 
@@ -300,81 +314,50 @@ def steady(pub: Publisher, clients: Clients, rate: float, seconds: float) -> dic
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--healthy", type=int, default=1000)
-    parser.add_argument("--stalled", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=50.0, help="events/s")
-    parser.add_argument(
-        "--client-rcvbuf",
-        type=int,
-        default=16384,
-        help="SO_RCVBUF of the stalled clients (0: autotuned, which on loopback hides ~250 KB "
-        "per socket in the client's kernel)",
+def _without_ids(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "ids"}
+
+
+def one_cycle(
+    gw: Gateway, pub: Publisher, clients: Clients, ctl: Any, args: argparse.Namespace
+) -> dict[str, Any]:
+    base = steady(pub, clients, args.rate, args.baseline_seconds)
+    print(
+        f"  healthy alone:        p50 {base['p50_ms']:.1f} ms, p99 {base['p99_ms']:.1f} ms, "
+        f"lost {base['lost']}",
+        flush=True,
     )
-    parser.add_argument("--baseline-seconds", type=float, default=30.0, help="phase 1")
-    parser.add_argument(
-        "--seconds", type=float, default=60.0, help="phase 3: long enough to fill the bounds"
+    ctl.send("open")
+    opened = ctl.recv() if ctl.poll(300) else {"stalled": 0, "errors": ["timeout"]}
+    print(f"  stalled: {opened['stalled']}/{args.stalled} subscribed, then stopped", flush=True)
+    rss_before = rss_kb(gw.pid)
+    closes_before = slow_consumer_closes(gw.app.url)
+
+    sampler = Sampler(gw, args.stalled)
+    sampler.start()
+    loaded = steady(pub, clients, args.rate, args.seconds)
+    sampler.stop.set()
+    sampler.join(30)
+    print(
+        f"  next to the stalled:  p50 {loaded['p50_ms']:.1f} ms, p99 {loaded['p99_ms']:.1f} ms, "
+        f"lost {loaded['lost']}",
+        flush=True,
     )
-    parser.add_argument("--unbounded", action="store_true", help="no byte bounds (before)")
-    args = parser.parse_args()
-    raise_nofile()
-    env = {"METRICS_TOKEN": METRICS_TOKEN, "WS_RATE_LIMIT": "1000"}
-    if args.unbounded:
-        env.update(UNBOUNDED)
-    with contextlib.ExitStack() as stack:
-        redis = stack.enter_context(RedisServer())
-        if redis.proc is not None:
-            pin(redis.proc.pid, CLIENT_CORE)
-        gw = stack.enter_context(Gateway("uvicorn", redis_url=redis.url, env=env))
-        pub = stack.enter_context(Publisher(gw))
-        clients = stack.enter_context(Clients(gw, args.healthy))
-        print(f"healthy: {clients.connect_report['authed']}/{args.healthy} authed", flush=True)
-
-        base = steady(pub, clients, args.rate, args.baseline_seconds)
-        print(
-            f"baseline (healthy only): p50 {base['p50_ms']:.1f} ms, p99 {base['p99_ms']:.1f} ms, "
-            f"lost {base['lost']}",
-            flush=True,
-        )
-
-        parent, child = mp.get_context("fork").Pipe()
-        host, port = gw.host_port
-        worker = mp.get_context("fork").Process(
-            target=stalled_worker,
-            args=(child, host, port, gw.token, args.stalled, CLIENT_CORE, args.client_rcvbuf),
-            daemon=True,
-        )
-        worker.start()
-        opened = parent.recv() if parent.poll(300) else {"stalled": 0, "errors": ["timeout"]}
-        print(f"stalled: {opened['stalled']}/{args.stalled} subscribed, then stopped", flush=True)
-        rss_before = rss_kb(gw.pid)
-        closes_before = slow_consumer_closes(gw.app.url)
-
-        sampler = Sampler(gw, args.stalled)
-        sampler.start()
-        loaded = steady(pub, clients, args.rate, args.seconds)
-        sampler.stop.set()
-        sampler.join(30)
-        print(
-            f"with stalled: p50 {loaded['p50_ms']:.1f} ms, p99 {loaded['p99_ms']:.1f} ms, "
-            f"lost {loaded['lost']}",
-            flush=True,
-        )
-        samples = sampler.samples
-        parent.send(("drain", loaded["ids"]))
-        after = parent.recv() if parent.poll(900) else {"errors": ["timeout"]}
-        worker.join(30)
-
-    rss_peak = max((s["rss_kb"] for s in samples), default=0)
-    result = {
-        "machine": machine_info(),
-        "args": vars(args),
-        "env": env,
-        "baseline": {k: v for k, v in base.items() if k != "ids"},
-        "with_stalled": {k: v for k, v in loaded.items() if k != "ids"},
+    samples = sampler.samples
+    ctl.send(("drain", loaded["ids"]))
+    after = ctl.recv() if ctl.poll(900) else {"errors": ["timeout"]}
+    print(
+        f"  stalled read: {after.get('close_codes')}; resumed complete "
+        f"{after.get('resumed_complete')}/{args.stalled}",
+        flush=True,
+    )
+    return {
+        "baseline": _without_ids(base),
+        "with_stalled": _without_ids(loaded),
+        "p50_ratio": loaded["p50_ms"] / base["p50_ms"],
+        "p99_ratio": loaded["p99_ms"] / base["p99_ms"],
         "rss_kb_before_stall": rss_before,
-        "rss_kb_peak": rss_peak,
+        "rss_kb_peak": max((s["rss_kb"] for s in samples), default=0),
         "rss_kb_end": samples[-1]["rss_kb"] if samples else 0,
         "kernel_send_queue_bytes_peak": max(
             (s["kernel_send_queue_bytes"] for s in samples), default=0
@@ -387,7 +370,77 @@ def main() -> None:
         "stalled": after,
         "samples": samples[:: max(1, len(samples) // 20)],
     }
-    print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--healthy", type=int, default=1000)
+    parser.add_argument("--stalled", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=20.0, help="events/s")
+    parser.add_argument("--cycles", type=int, default=3, help="baseline + stalled phases")
+    parser.add_argument(
+        "--client-rcvbuf",
+        type=int,
+        default=16384,
+        help="SO_RCVBUF of the stalled clients (0: autotuned, which on loopback hides ~250 KB "
+        "per socket in the client's kernel)",
+    )
+    parser.add_argument("--baseline-seconds", type=float, default=30.0, help="phase 1")
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="phase 3: long enough to fill the bounds"
+    )
+    parser.add_argument(
+        "--close-timeout",
+        type=float,
+        default=None,
+        help="the server's WS_CLOSE_TIMEOUT (default: phase 3 + 120 s, see the module doc)",
+    )
+    parser.add_argument("--unbounded", action="store_true", help="no byte bounds (before)")
+    args = parser.parse_args()
+    raise_nofile()
+    close_timeout = args.close_timeout or args.seconds + 120
+    env = {
+        "METRICS_TOKEN": METRICS_TOKEN,
+        "WS_RATE_LIMIT": "1000",
+        "WS_CLOSE_TIMEOUT": str(close_timeout),
+    }
+    if args.unbounded:
+        env.update(UNBOUNDED)
+    cycles: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(RedisServer())
+        if redis.proc is not None:
+            pin(redis.proc.pid, CLIENT_CORE)
+        gw = stack.enter_context(Gateway("uvicorn", redis_url=redis.url, env=env))
+        pub = stack.enter_context(Publisher(gw))
+        clients = stack.enter_context(Clients(gw, args.healthy))
+        print(f"healthy: {clients.connect_report['authed']}/{args.healthy} authed", flush=True)
+
+        parent, child = mp.get_context("fork").Pipe()
+        host, port = gw.host_port
+        worker = mp.get_context("fork").Process(
+            target=stalled_worker,
+            args=(child, host, port, gw.token, args.stalled, CLIENT_CORE, args.client_rcvbuf),
+            daemon=True,
+        )
+        worker.start()
+        for n in range(args.cycles):
+            print(f"cycle {n + 1}/{args.cycles}", flush=True)
+            cycles.append(one_cycle(gw, pub, clients, parent, args))
+        parent.send("quit")
+        worker.join(30)
+
+    result = {
+        "machine": machine_info(),
+        "args": vars(args),
+        "env": env,
+        "median_p50_ratio": median([c["p50_ratio"] for c in cycles]),
+        "median_p99_ratio": median([c["p99_ratio"] for c in cycles]),
+        "cycles": cycles,
+    }
+    printed = {k: v for k, v in result.items() if k != "cycles"}
+    printed["cycles"] = [{k: v for k, v in c.items() if k != "samples"} for c in cycles]
+    print(json.dumps(printed, indent=1), flush=True)
     emit_json("stalled", result)
 
 

@@ -361,8 +361,8 @@ WS_SEND_QUEUE = envint("WS_SEND_QUEUE", 1000, minimum=1)
 WS_SEND_BUFFER_BYTES = envint("WS_SEND_BUFFER_BYTES", 256 * 1024, minimum=1024)
 WS_TRANSPORT_BUFFER_BYTES = envint("WS_TRANSPORT_BUFFER_BYTES", 64 * 1024, minimum=1024)
 WS_SOCKET_SNDBUF = envint("WS_SOCKET_SNDBUF", 64 * 1024, minimum=0)
-# uvicorn: a ping every WS_PING_INTERVAL seconds, the pong due within WS_PING_TIMEOUT (missing
-# while the socket's buffers are full: closed as a slow consumer, 4008; otherwise 1011). After
+# uvicorn: a ping every WS_PING_INTERVAL seconds, the pong due within WS_PING_TIMEOUT (missing:
+# the client does not read, closed as a slow consumer, 4008). After
 # the server writes a close, the client has WS_CLOSE_TIMEOUT seconds to finish the closing
 # handshake; then the connection is reset and its buffers dropped
 # (events/gateway/servers/uvicorn_stalled_peer.py).

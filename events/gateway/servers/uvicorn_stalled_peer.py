@@ -19,10 +19,12 @@ So, once this is installed:
    behind what is already buffered (the buffer goes past its high-water mark by one close frame,
    once), and the app gets its `websocket.disconnect` at once, as uvicorn does for any close it
    writes. A client that reads again reads everything it was sent, then the close code.
-2. A keepalive timeout while the transport is paused means the pong is stuck behind frames the
-   client has not read: that is a slow consumer, and it is closed as one, 4008 (reason
-   `slow consumer`), delivered and followed as in 1. With the transport writable, it stays
-   uvicorn's 1011.
+2. A keepalive timeout closes with 4008 (reason `slow consumer`), delivered as in 1, instead of
+   uvicorn's 1011 ("internal error", which it is not). The pong is missing because the client
+   has not read what was sent to it, the ping at least, within WS_PING_TIMEOUT: it stopped
+   reading (a slow consumer: reconnect and resume), or it is gone (no code reaches it). Either
+   way it is the stalled client's close, at any event rate: a client that stops reading is
+   closed within ~WS_PING_INTERVAL + WS_PING_TIMEOUT, or sooner when its queue overflows.
 3. Every close the server writes is followed by WS_CLOSE_TIMEOUT (10 s, as uvicorn's own
    `close_timeout`) to finish the closing handshake; after that a connection still open is
    reset (SO_LINGER 0, abort): what its buffers held is dropped, in the process and in the
@@ -128,10 +130,8 @@ def install() -> None:
             _bound_closing(self)
 
     def keepalive_timeout(self: Any) -> None:
-        if self.writable.is_set() or not _is_open(self):
-            original_keepalive_timeout(self)
-            if self.close_sent and not self.disconnected:
-                _bound_closing(self)
+        if not _is_open(self):
+            original_keepalive_timeout(self)  # returns: nothing left to close
             return
         self.pong_timer = None
         self.pending_ping_payload = None
