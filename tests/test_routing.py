@@ -197,3 +197,29 @@ async def test_a_socket_is_told_it_is_authenticated_only_once_its_shard_is_heard
         assert Hub.running()[0].hearing == shard_of(world.project.pk)
     finally:
         await comm.disconnect()
+
+
+async def test_a_hub_that_cannot_read_the_log_head_waits_for_it_instead_of_replaying_history(
+    monkeypatch: Any, settings: Any
+) -> None:
+    # A baseline of 0 would make the first live event a gap back to the log's start, and
+    # gap repair would deliver the whole history to the socket as live events.
+    settings.WS_GAP_CHECK_INTERVAL = 0.05
+    history = [await publish(X) for _ in range(3)]
+    real_head = hubmod._shard_head
+    failures = [2]
+
+    async def failing_then_real(shard: int) -> int:
+        if failures[0]:
+            failures[0] -= 1
+            raise ConnectionError("database unavailable")
+        return await real_head(shard)
+
+    monkeypatch.setattr(hubmod, "_shard_head", failing_then_real)
+    on_x = socket_on(X)
+    await hub_with(on_x)
+    live = await publish(X)
+    assert await wait_for(lambda: live.id in on_x.ids)
+    assert not set(on_x.ids) & {e.id for e in history}
+    assert on_x.ids == [live.id]
+    assert failures == [0]  # it read the head again until it answered

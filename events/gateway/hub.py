@@ -40,7 +40,7 @@ import contextlib
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
@@ -307,7 +307,7 @@ class Hub:
         agree. Widening joins the groups first, then reads the baseline, so anything committed
         after the read reaches us through the groups; narrowing stops delivering first."""
         try:
-            while (wanted := self._wanted()) != self._hearing:
+            while not self._stopping and (wanted := self._wanted()) != self._hearing:
                 if wanted is None:
                     self._hear(NOTHING, None)
                 elif wanted == EVERY_SHARD:
@@ -321,8 +321,8 @@ class Hub:
                     if self._hearing is not None:
                         self._hear(NOTHING, None)
                     await self._join((wanted,))
-                    head = await self._baseline(_shard_head(wanted))
-                    if self._wanted() == wanted:
+                    head = await self._baseline(lambda: _shard_head(wanted))
+                    if head is not None and self._wanted() == wanted:
                         self._hear(wanted, Chain(head, by_shard=True))
                 await self._leave_unheard()
         finally:
@@ -337,8 +337,8 @@ class Hub:
         self._chain = chain
 
     async def _widen_to_every_shard(self) -> None:
-        head = await self._baseline(_log_head())
-        if self._wanted() != EVERY_SHARD:
+        head = await self._baseline(_log_head)
+        if head is None or self._wanted() != EVERY_SHARD:
             return
         previous, chain = self._hearing, self._chain
         if previous is None or previous == EVERY_SHARD or chain is None:
@@ -361,13 +361,31 @@ class Hub:
             wide.rebase(missing, head, self._batch)
             self._schedule_offer()
 
-    async def _baseline(self, read: Any) -> int:
-        try:
-            return int(await read)
-        except Exception:
-            logger.exception("event hub could not read the log head; starting from 0")
-            metrics.LAYER_ERRORS.labels(op="check").inc()
-            return 0
+    async def _baseline(self, read: Callable[[], Awaitable[int]]) -> int | None:
+        """The log head to start delivering after, read again every WS_GAP_CHECK_INTERVAL until
+        the log answers; None if the hub stops meanwhile. Never a guess: a baseline below the
+        head would deliver the log's history to its sockets as live events (gap repair reads
+        from the baseline up), one above it would skip events. Its sockets wait for it (they
+        wait for `settled`); their own auth needs the database too."""
+        failures = 0
+        while not self._stopping:
+            try:
+                head = int(await read())
+            except Exception as exc:
+                metrics.LAYER_ERRORS.labels(op="check").inc()
+                if not failures:
+                    logger.warning(
+                        "event hub could not read the log head (%s); retrying every %.1f s",
+                        type(exc).__name__,
+                        settings.WS_GAP_CHECK_INTERVAL,
+                    )
+                failures += 1
+                await asyncio.sleep(settings.WS_GAP_CHECK_INTERVAL)
+                continue
+            if failures:
+                logger.warning("event hub read the log head after %d failed attempts", failures)
+            return head
+        return None
 
     async def _join(self, wanted: Any) -> None:
         if self.layer is None or self.channel is None:
