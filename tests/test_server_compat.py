@@ -96,6 +96,23 @@ def test_it_refuses_to_start_on_another_release(
         servers.install_for(server)
 
 
+def test_a_patch_is_applied_once_and_its_releases_checked_at_every_install(
+    monkeypatch: Any,
+) -> None:
+    applied: list[int] = []
+
+    @versions.installs_once({"uvicorn": versions.installed("uvicorn") or "?"}, "this test")
+    def install() -> None:
+        applied.append(1)
+
+    install()
+    install()
+    assert applied == [1]
+    monkeypatch.setattr(versions, "version", lambda name: "0.0.1")
+    with pytest.raises(ImproperlyConfigured, match="patches uvicorn"):
+        install()
+
+
 def test_it_refuses_a_channels_release_the_layer_was_not_copied_from(monkeypatch: Any) -> None:
     monkeypatch.setattr(versions, "version", lambda name: "4.2.0")
     with pytest.raises(ImproperlyConfigured, match=r"events\.gateway\.layers patches channels"):

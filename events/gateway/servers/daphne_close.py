@@ -15,20 +15,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .versions import require
+from .versions import installs_once
 
 WRITTEN_FOR = {"daphne": "4.2.3", "autobahn": "26.10.2"}
 CHECKED_BY = "tests/test_server_compat.py"
 
 PROTOCOL_CLOSE_CODES = frozenset({1001, 1008, 1009, 1011})
-_installed = False
 
 
+@installs_once(WRITTEN_FOR, CHECKED_BY)
 def install() -> None:
-    global _installed
-    require(__name__, WRITTEN_FOR, CHECKED_BY)
-    if _installed:
-        return
     from daphne.ws_protocol import WebSocketProtocol
 
     original = WebSocketProtocol.serverClose
@@ -40,4 +36,3 @@ def install() -> None:
         original(self, code)
 
     WebSocketProtocol.serverClose = server_close
-    _installed = True

@@ -13,20 +13,15 @@ from typing import Any
 
 from django.conf import settings
 
-from .versions import require
+from .versions import installs_once
 
 WRITTEN_FOR = {"daphne": "4.2.3", "twisted": "26.10.0"}
 CHECKED_BY = "tests/test_handshake_timeout.py"
 
-_installed = False
 
-
+@installs_once(WRITTEN_FOR, CHECKED_BY)
 def install() -> None:
     """Give every daphne HTTP connection the request-head deadline."""
-    global _installed
-    require(__name__, WRITTEN_FOR, CHECKED_BY)
-    if _installed:
-        return
     from daphne.http_protocol import HTTPFactory
 
     original = HTTPFactory.buildProtocol
@@ -64,4 +59,3 @@ def install() -> None:
         return protocol
 
     HTTPFactory.buildProtocol = build_protocol
-    _installed = True

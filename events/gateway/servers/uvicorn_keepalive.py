@@ -16,19 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .versions import require
+from .versions import installs_once
 
 WRITTEN_FOR = {"uvicorn": "0.54.0"}
 CHECKED_BY = "tests/test_ws_memory.py"
 
-_installed = False
 
-
+@installs_once(WRITTEN_FOR, CHECKED_BY)
 def install() -> None:
-    global _installed
-    require(__name__, WRITTEN_FOR, CHECKED_BY)
-    if _installed:
-        return
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
     original = WebSocketsSansIOProtocol.start_keepalive
@@ -40,4 +35,3 @@ def install() -> None:
             self.response = None
 
     WebSocketsSansIOProtocol.start_keepalive = start_keepalive  # type: ignore[method-assign]
-    _installed = True

@@ -25,12 +25,10 @@ from typing import Any
 
 from django.conf import settings
 
-from .versions import require
+from .versions import installs_once
 
 WRITTEN_FOR = {"uvicorn": "0.54.0"}
 CHECKED_BY = "tests/test_server_send.py"
-
-_installed = False
 
 
 def bound_transport(transport: Any) -> None:
@@ -42,11 +40,8 @@ def bound_transport(transport: Any) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
 
 
+@installs_once(WRITTEN_FOR, CHECKED_BY)
 def install() -> None:
-    global _installed
-    require(__name__, WRITTEN_FOR, CHECKED_BY)
-    if _installed:
-        return
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
     original = WebSocketsSansIOProtocol.connection_made
@@ -56,4 +51,3 @@ def install() -> None:
         bound_transport(self.transport)
 
     WebSocketsSansIOProtocol.connection_made = connection_made  # type: ignore[method-assign]
-    _installed = True

@@ -48,15 +48,13 @@ from typing import Any
 from django.conf import settings
 
 from ..writer import CLOSE_SLOW_CONSUMER
-from .versions import require
+from .versions import installs_once
 
 WRITTEN_FOR = {"uvicorn": "0.54.0"}
 CHECKED_BY = "tests/test_ws_stalled_peer.py"
 
 SLOW_CONSUMER_REASON = "slow consumer"
 _LINGER_RESET = struct.pack("ii", 1, 0)  # l_onoff=1, l_linger=0: close() sends RST
-
-_installed = False
 
 
 def _is_open(protocol: Any) -> bool:
@@ -103,11 +101,8 @@ def _write_close(protocol: Any, code: int, reason: str) -> None:
     _bound_closing(protocol)
 
 
+@installs_once(WRITTEN_FOR, CHECKED_BY)
 def install() -> None:
-    global _installed
-    require(__name__, WRITTEN_FOR, CHECKED_BY)
-    if _installed:
-        return
     from uvicorn.protocols.utils import ClientDisconnected
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     from websockets.exceptions import InvalidState
@@ -140,4 +135,3 @@ def install() -> None:
 
     WebSocketsSansIOProtocol.send = send  # type: ignore[method-assign]
     WebSocketsSansIOProtocol.keepalive_timeout = keepalive_timeout  # type: ignore[method-assign]
-    _installed = True

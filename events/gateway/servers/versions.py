@@ -9,7 +9,8 @@ that may no longer fit (`ImproperlyConfigured`, naming what to do).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 from django.core.exceptions import ImproperlyConfigured
@@ -34,3 +35,26 @@ def require(patch: str, written_for: Mapping[str, str], checked_by: str) -> None
                 f"(requirements.lock), or re-check the patch against {found} ({checked_by}), then "
                 f"update its WRITTEN_FOR and the pin in pyproject.toml and requirements.lock."
             )
+
+
+def installs_once(
+    written_for: Mapping[str, str], checked_by: str
+) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """Decorate a patch module's `install()`: every call checks the releases (`require`), the
+    first one that passes applies the patch, later ones do nothing (a patch applied twice
+    would wrap its own wrapper)."""
+
+    def decorate(apply: Callable[[], None]) -> Callable[[], None]:
+        applied = False
+
+        @functools.wraps(apply)
+        def install() -> None:
+            nonlocal applied
+            require(apply.__module__, written_for, checked_by)
+            if not applied:
+                apply()
+                applied = True
+
+        return install
+
+    return decorate
