@@ -11,21 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from devtools.servers import DEMO_PASSWORDS, AppServer
+from tests.stalled_sockets import CLIENT_RCVBUF, open_socket, publish
 
 pytestmark = pytest.mark.e2e
 
 BOUND = 64 * 1024  # each of: the app queue, the transport's buffer, SO_SNDBUF
-CLIENT_RCVBUF = 8 * 1024
 STALLED = 3
 EVENTS = 1500  # ~0.5 MB of frames: far past the bounds, far below the kernel's autotuned buffers
 
@@ -33,26 +31,7 @@ EVENTS = 1500  # ~0.5 MB of frames: far past the bounds, far below the kernel's 
 # dozen, which a healthy reader keeps up with even on a loaded machine; unpaced, one check
 # could bring all of them at once and close the healthy socket too (it is then not healthy:
 # the bounds are deliberately tight here).
-PUBLISH = """
-import json
-import time
-from django.db import transaction
-from events.bus import event_bus
-from runs.models import Project, Run
-project = Project.objects.get(name="Demo project")
-run = Run.objects.filter(project=project).order_by("created_at").first()
-ids = []
-for i in range({events}):
-    with transaction.atomic():
-        record = event_bus.publish("stage.progress", {{
-            "runId": run.pk, "projectId": project.pk, "stageId": "stg_%020d" % i,
-            "stageName": "Analyse", "stageIndex": 2, "progress": i % 101,
-            "statusMessage": "Processing 450 of 1000 rows", "itemsProcessed": i,
-        }})
-    ids.append(record.id)
-    time.sleep(0.002)
-print("IDS " + json.dumps(ids))
-"""
+PACE = 0.002
 
 
 @pytest.fixture(scope="module")
@@ -73,30 +52,6 @@ def server() -> Iterator[AppServer]:
     }
     with AppServer("uvicorn", env=env) as app:
         yield app
-
-
-def _small_socket(port: int) -> socket.socket:
-    """A client socket whose receive buffer stays small (set before connect, so the window
-    never grows): what the server must hold is then not hidden in the client's kernel."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CLIENT_RCVBUF)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
-
-
-async def _open(app: AppServer, token: str, *, stalled: bool, **auth: Any) -> ClientConnection:
-    sock = _small_socket(app.port) if stalled else None
-    ws = await connect(app.ws_url, sock=sock, max_queue=1 if stalled else 1000, max_size=None)
-    assert json.loads(await ws.recv())["type"] == "connection.established"
-    await ws.send(json.dumps({"type": "auth", "payload": {"token": token, **auth}}))
-    assert json.loads(await ws.recv())["type"] == "auth.success"
-    if "eventCategories" not in auth:
-        await ws.send(
-            json.dumps({"type": "subscribe", "payload": {"eventCategory": "STAGE_EVENTS"}})
-        )
-        assert json.loads(await ws.recv())["type"] == "subscription.added"
-    return ws
 
 
 async def _read_until_close(ws: ClientConnection) -> tuple[list[int], int, int | None]:
@@ -138,15 +93,11 @@ async def test_a_stalled_socket_is_closed_with_4008_after_a_bounded_number_of_by
     server: AppServer,
 ) -> None:
     token = server.token("alice", DEMO_PASSWORDS["alice"])
-    healthy = await _open(server, token, stalled=False)
-    stalled = [await _open(server, token, stalled=True) for _ in range(STALLED)]
+    healthy = await open_socket(server, token, stalled=False)
+    stalled = [await open_socket(server, token, stalled=True) for _ in range(STALLED)]
     healthy_read = asyncio.create_task(_read_ids(healthy, 0, until_quiet=True))
 
-    out = await asyncio.to_thread(
-        server.manage, "shell", "-c", PUBLISH.format(events=EVENTS), timeout=300
-    )
-    published: list[int] = json.loads(out.split("IDS ", 1)[1])
-    assert len(published) == EVENTS
+    published = await asyncio.to_thread(publish, server, EVENTS, PACE)
 
     # The healthy socket, read as it comes, gets everything and is not closed.
     healthy_ids = await healthy_read
@@ -167,7 +118,7 @@ async def test_a_stalled_socket_is_closed_with_4008_after_a_bounded_number_of_by
         assert ids == published[: len(ids)]
 
         # Resume from the last event read: every later one, in order, no gap.
-        resumed = await _open(
+        resumed = await open_socket(
             server,
             token,
             stalled=False,
@@ -184,7 +135,7 @@ async def test_each_accepted_websocket_gets_the_configured_send_buffer(server: A
     if shutil.which("ss") is None:
         pytest.skip("needs ss (iproute2) to read a socket's send buffer")
     token = server.token("alice", DEMO_PASSWORDS["alice"])
-    ws = await _open(server, token, stalled=False)
+    ws = await open_socket(server, token, stalled=False)
     local = ws.local_address[1]
     done = await asyncio.to_thread(
         subprocess.run,

@@ -14,45 +14,23 @@ import asyncio
 import inspect
 import json
 import re
-import socket
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from devtools.servers import DEMO_PASSWORDS, AppServer
 from events.gateway.servers import uvicorn_stalled_peer
+from tests.stalled_sockets import open_socket, publish
 
 BOUND = 64 * 1024  # the transport's high-water mark and SO_SNDBUF
-CLIENT_RCVBUF = 8 * 1024
 EVENTS = 1500  # ~0.5 MB of frames: far past the bounds
 METRICS_TOKEN = "stalled-peer-metrics-" + "t" * 24
 CLOSE_TIMEOUT = 5.0
-
-PUBLISH = """
-import json, time
-from django.db import transaction
-from events.bus import event_bus
-from runs.models import Project, Run
-project = Project.objects.get(name="Demo project")
-run = Run.objects.filter(project=project).order_by("created_at").first()
-ids = []
-for i in range({events}):
-    with transaction.atomic():
-        record = event_bus.publish("stage.progress", {{
-            "runId": run.pk, "projectId": project.pk, "stageId": "stg_%020d" % i,
-            "stageName": "Analyse", "stageIndex": 2, "progress": i % 101,
-            "statusMessage": "Processing 450 of 1000 rows", "itemsProcessed": i,
-        }})
-    ids.append(record.id)
-    time.sleep({pace})
-print("IDS " + json.dumps(ids))
-"""
 
 
 def _server(**env: str) -> AppServer:
@@ -98,13 +76,6 @@ def bounded_server() -> Iterator[AppServer]:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _publish(app: AppServer, events: int, pace: float) -> list[int]:
-    out = app.manage("shell", "-c", PUBLISH.format(events=events, pace=pace), timeout=300)
-    ids: list[int] = json.loads(out.split("IDS ", 1)[1])
-    assert len(ids) == events
-    return ids
-
-
 def _metric(app: AppServer, name: str) -> float:
     request = urllib.request.Request(
         f"{app.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
@@ -135,26 +106,6 @@ def _server_has_connection(server_port: int, client_port: int) -> bool:
         ):
             return True
     return False
-
-
-async def _stalled(app: AppServer, token: str, **auth: Any) -> ClientConnection:
-    """A socket that reads up to `auth.success` (and `subscription.added`) and then no more:
-    websockets stops reading once one frame waits (max_queue=1), and its kernel's receive
-    buffer stays small (set before connecting, so the window never grows)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CLIENT_RCVBUF)
-    sock.connect(("127.0.0.1", app.port))
-    sock.setblocking(False)
-    ws = await connect(app.ws_url, sock=sock, max_queue=1, max_size=None)
-    assert json.loads(await ws.recv())["type"] == "connection.established"
-    await ws.send(json.dumps({"type": "auth", "payload": {"token": token, **auth}}))
-    assert json.loads(await ws.recv())["type"] == "auth.success"
-    if "eventCategories" not in auth:
-        await ws.send(
-            json.dumps({"type": "subscribe", "payload": {"eventCategory": "STAGE_EVENTS"}})
-        )
-        assert json.loads(await ws.recv())["type"] == "subscription.added"
-    return ws
 
 
 async def _read_to_the_end(ws: ClientConnection) -> tuple[list[int], int | None]:
@@ -204,10 +155,12 @@ async def test_a_pong_stuck_behind_unread_frames_closes_the_socket_with_4008(
     keepalive_server: AppServer,
 ) -> None:
     app = keepalive_server
-    published = await asyncio.to_thread(_publish, app, EVENTS, 0)
+    published = await asyncio.to_thread(publish, app, EVENTS, 0)
     token = app.token("alice", DEMO_PASSWORDS["alice"])
     before = _metric(app, "researchflow_ws_slow_consumer_closes_total")
-    ws = await _stalled(app, token, lastEventId=published[0] - 1, eventCategories=["STAGE_EVENTS"])
+    ws = await open_socket(
+        app, token, stalled=True, lastEventId=published[0] - 1, eventCategories=["STAGE_EVENTS"]
+    )
 
     await _until(
         lambda: _metric(app, "researchflow_ws_slow_consumer_closes_total") > before,
@@ -226,9 +179,11 @@ async def test_a_client_that_never_reads_again_is_reset_after_the_close_timeout(
     keepalive_server: AppServer,
 ) -> None:
     app = keepalive_server
-    published = await asyncio.to_thread(_publish, app, EVENTS, 0)
+    published = await asyncio.to_thread(publish, app, EVENTS, 0)
     token = app.token("alice", DEMO_PASSWORDS["alice"])
-    ws = await _stalled(app, token, lastEventId=published[0] - 1, eventCategories=["STAGE_EVENTS"])
+    ws = await open_socket(
+        app, token, stalled=True, lastEventId=published[0] - 1, eventCategories=["STAGE_EVENTS"]
+    )
     client_port = ws.local_address[1]
     assert _server_has_connection(app.port, client_port)
 
@@ -250,10 +205,10 @@ async def test_a_slow_consumer_close_does_not_wait_for_the_client_to_read(
 ) -> None:
     app = bounded_server
     token = app.token("alice", DEMO_PASSWORDS["alice"])
-    ws = await _stalled(app, token)
+    ws = await open_socket(app, token, stalled=True)
     assert _metric(app, "researchflow_ws_sockets_open") == 1
 
-    publishing = asyncio.create_task(asyncio.to_thread(_publish, app, EVENTS, 0.002))
+    publishing = asyncio.create_task(asyncio.to_thread(publish, app, EVENTS, 0.002))
     # The consumer is gone while the client still reads nothing: the 4008 did not wait
     # behind the full pipe (uvicorn alone: until the client reads again).
     await _until(
