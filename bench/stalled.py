@@ -11,7 +11,9 @@ core 1. Every loop is bounded in count and in time.
 The healthy clients stay connected throughout; then, --cycles times (the machines are noisy:
 compare within a cycle, quote the median of the cycles):
 1. Baseline: the healthy clients alone, a steady R events/s for S0 seconds: p50/p99 latency
-   (publish call → bytes read by the client), loss.
+   (publish call → bytes read by the client), loss. Then the control (unless --no-control):
+   as many extra healthy, reading sockets as there will be stalled ones, for S seconds; the
+   same figures for the first clients.
 2. The stalled clients connect, authenticate, subscribe (the seed's order), then stop reading
    (their transports pause reading; their kernel receive buffers fill, then the server's).
 3. The same steady rate for S seconds (long enough for the bounds to fill and the server to
@@ -327,6 +329,22 @@ def one_cycle(
         f"lost {base['lost']}",
         flush=True,
     )
+    control: dict[str, Any] | None = None
+    if args.control:
+        # The fair comparison: until it is closed, a stalled socket is offered every event like
+        # a healthy one, so 1,000 stalled sockets next to 1,000 healthy ones are at least 2,000
+        # sockets' fan-out. The same number of extra *reading* sockets shows that part alone.
+        with Clients(gw, args.stalled) as extra:
+            print(
+                f"  control: {extra.connect_report['authed']}/{args.stalled} extra healthy",
+                flush=True,
+            )
+            control = steady(pub, clients, args.rate, args.seconds)
+        print(
+            f"  next to extra healthy: p50 {control['p50_ms']:.1f} ms, "
+            f"p99 {control['p99_ms']:.1f} ms, lost {control['lost']}",
+            flush=True,
+        )
     ctl.send("open")
     opened = ctl.recv() if ctl.poll(300) else {"stalled": 0, "errors": ["timeout"]}
     print(f"  stalled: {opened['stalled']}/{args.stalled} subscribed, then stopped", flush=True)
@@ -353,9 +371,12 @@ def one_cycle(
     )
     return {
         "baseline": _without_ids(base),
+        "control": _without_ids(control) if control else None,
         "with_stalled": _without_ids(loaded),
         "p50_ratio": loaded["p50_ms"] / base["p50_ms"],
         "p99_ratio": loaded["p99_ms"] / base["p99_ms"],
+        "p50_ratio_to_control": loaded["p50_ms"] / control["p50_ms"] if control else None,
+        "p99_ratio_to_control": loaded["p99_ms"] / control["p99_ms"] if control else None,
         "rss_kb_before_stall": rss_before,
         "rss_kb_peak": max((s["rss_kb"] for s in samples), default=0),
         "rss_kb_end": samples[-1]["rss_kb"] if samples else 0,
@@ -394,6 +415,12 @@ def main() -> None:
         type=float,
         default=None,
         help="the server's WS_CLOSE_TIMEOUT (default: phase 3 + 120 s, see the module doc)",
+    )
+    parser.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help="skip the control phase (as many extra healthy sockets as stalled ones)",
     )
     parser.add_argument("--unbounded", action="store_true", help="no byte bounds (before)")
     args = parser.parse_args()
@@ -436,6 +463,12 @@ def main() -> None:
         "env": env,
         "median_p50_ratio": median([c["p50_ratio"] for c in cycles]),
         "median_p99_ratio": median([c["p99_ratio"] for c in cycles]),
+        "median_p50_ratio_to_control": median(
+            [c["p50_ratio_to_control"] for c in cycles if c["control"]]
+        ),
+        "median_p99_ratio_to_control": median(
+            [c["p99_ratio_to_control"] for c in cycles if c["control"]]
+        ),
         "cycles": cycles,
     }
     printed = {k: v for k, v in result.items() if k != "cycles"}
