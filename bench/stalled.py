@@ -362,6 +362,15 @@ def one_cycle(
         flush=True,
     )
     samples = sampler.samples
+    for phase, figures in (("control", control), ("with stalled", loaded)):
+        if figures and figures["closed_clients"]:
+            # Healthy sockets must never be closed here: say what the server said about it.
+            print(
+                f"  !! {figures['closed_clients']} healthy clients closed in the {phase} phase; "
+                f"server log tail:\n{gw.log_tail(4000)}",
+                file=sys.stderr,
+                flush=True,
+            )
     ctl.send(("drain", loaded["ids"]))
     after = ctl.recv() if ctl.poll(900) else {"errors": ["timeout"]}
     print(
