@@ -27,3 +27,11 @@ if [[ ! -f "$stamp" ]] || ! cmp -s "$lock" "$stamp"; then
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$lock"
   cp "$lock" "$stamp"
 fi
+# The Python client library (clients/python), editable, so `python -m researchflow_client` runs
+# from this checkout. Re-done when its pyproject or the checkout's location changed.
+client_stamp="$VENV/.installed-researchflow-client"
+client_want="$(pwd)/clients/python $(cksum < clients/python/pyproject.toml)"
+if [[ ! -f "$client_stamp" ]] || [[ "$(cat "$client_stamp")" != "$client_want" ]]; then
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e clients/python
+  echo "$client_want" > "$client_stamp"
+fi
