@@ -292,15 +292,20 @@ class Publisher:
     """bench/_publisher.py in its own process: publishes through the real EventBus (Django,
     same SQLite file, Redis layer) or triggers the bare server; driven by stdin lines."""
 
-    def __init__(self, target: Gateway | BareServer, core: int = CLIENT_CORE) -> None:
+    def __init__(
+        self, target: Gateway | BareServer, core: int = CLIENT_CORE, *, exiting: bool = False
+    ) -> None:
         self.target = target
         self.core = core
+        self.exiting = exiting  # publishes one burst, then exits (bench/_publisher.py)
         self.proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Publisher:
         if isinstance(self.target, Gateway):
             env = self.target.env
             args = ["--project", self.target.project_id, "--run", self.target.run_id]
+            if self.exiting:
+                args.append("--exit-after-burst")
         else:
             env = dict(os.environ)
             args = ["--bare", f"ws://127.0.0.1:{self.target.port}/ws"]
@@ -348,8 +353,9 @@ class Publisher:
 
     def __exit__(self, *exc: Any) -> None:
         if self.proc is not None:
-            with contextlib.suppress(Exception):
-                self.command("quit", timeout=10)
+            if not self.exiting:
+                with contextlib.suppress(Exception):
+                    self.command("quit", timeout=10)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

@@ -13,6 +13,10 @@ Every event names its own stage id, so the per-socket progress coalescing (newer
 for the same stage supersedes a queued one) never applies and every event must arrive.
 
 stdin: `burst N` | `rate PER_SECOND SECONDS` | `quit`; stdout: one JSON line per command.
+
+`--exit-after-burst`: a worker script that publishes and exits. No warm-up event, no explicit
+flush: after its one `burst` it leaves the interpreter, and what its background sender still
+holds goes out through the flush at exit (events/gateway/transport.py), as for any script.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def make_payload(project: str, run: str, i: int) -> dict[str, Any]:
 
 
 class GatewayTrigger:
-    def __init__(self, project: str, run: str) -> None:
+    def __init__(self, project: str, run: str, *, warm: bool = True) -> None:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "researchflow.settings")
         import django
 
@@ -64,9 +68,14 @@ class GatewayTrigger:
         self.project = project
         self.run = run
         self.i = 0
-        # Warm up: imports, the DB connection, the sender thread and its Redis connection.
-        self.one()
-        self.flush(10)
+        if warm:
+            # Warm up: imports, the DB connection, the sender thread and its Redis connection.
+            self.one()
+            self.flush(10)
+        else:
+            from django.db import connection
+
+            connection.ensure_connection()
 
     def one(self) -> int:
         self.i += 1
@@ -107,8 +116,14 @@ def main() -> None:
     parser.add_argument("--project", default="")
     parser.add_argument("--run", default="")
     parser.add_argument("--bare", default="")
+    parser.add_argument("--exit-after-burst", action="store_true")
     args = parser.parse_args()
-    trigger: Any = BareTrigger(args.bare) if args.bare else GatewayTrigger(args.project, args.run)
+    exiting = args.exit_after_burst
+    trigger: Any = (
+        BareTrigger(args.bare)
+        if args.bare
+        else GatewayTrigger(args.project, args.run, warm=not exiting)
+    )
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         parts = line.split()
@@ -124,7 +139,8 @@ def main() -> None:
             else:
                 ids = [trigger.one() for _ in range(n)]
             t1 = time.time()
-            trigger.done()
+            if not exiting:
+                trigger.done()
         elif parts[0] == "rate":
             per_s, seconds = float(parts[1]), float(parts[2])
             count = int(per_s * seconds)
@@ -147,6 +163,8 @@ def main() -> None:
             json.dumps({"ids": ids, "t_start": t0, "t_published": t1, "t_flushed": time.time()}),
             flush=True,
         )
+        if exiting:
+            break  # the interpreter's exit flushes the sender
 
 
 if __name__ == "__main__":

@@ -17,6 +17,11 @@ Measures, per burst of E events to N clients (expected E*N deliveries):
 - lost = expected - received (every client must get every published id exactly once);
   duplicates and unexpected ids are counted separately.
 Steady mode: R events/s for S seconds to the same clients; p50/p99/max latency.
+
+A target `uvicorn+exit` (or `daphne+exit`) publishes each measured burst from a fresh process
+that exits right after it, with no explicit flush: a worker script (issue 13 part 2). Its
+events must go out through the flush at interpreter exit, over the live path, not wait for
+the servers' next log check (WS_GAP_CHECK_INTERVAL).
 """
 
 from __future__ import annotations
@@ -107,6 +112,8 @@ def measure_steady(
 
 def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     stack = contextlib.ExitStack()
+    server_kind, _, variant = kind.partition("+")
+    exiting = variant == "exit"
     with stack:
         if kind == "bare":
             server: Gateway | BareServer = stack.enter_context(BareServer())
@@ -114,7 +121,7 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             redis = stack.enter_context(RedisServer())
             if redis.proc is not None:
                 pin(redis.proc.pid, CLIENT_CORE)
-            server = stack.enter_context(Gateway(kind, redis_url=redis.url))
+            server = stack.enter_context(Gateway(server_kind, redis_url=redis.url))
         pub = stack.enter_context(Publisher(server))
         profiler = None
         rss0 = rss_kb(server.pid)
@@ -137,7 +144,11 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             profiler = Profiler(server.pid, Path(args.profile) / f"fanout-{kind}.txt")
         bursts = []
         for rep in range(args.reps):
-            r = measure_burst(pub, clients, server.pid, args.events, n_ok)
+            if exiting:
+                with Publisher(server, exiting=True) as script:
+                    r = measure_burst(script, clients, server.pid, args.events, n_ok)
+            else:
+                r = measure_burst(pub, clients, server.pid, args.events, n_ok)
             bursts.append(r)
             print(
                 f"  [{kind}] burst {rep + 1}: {r['delivered']}/{r['expected']} delivered, "
@@ -228,7 +239,7 @@ def main() -> None:
     ratios = {}
     if "bare" in results:
         bare = results["bare"]["median_delivered_per_s"]
-        for kind in ("daphne", "uvicorn"):
+        for kind in ("daphne", "uvicorn", "daphne+exit", "uvicorn+exit"):
             if kind in results:
                 ratios[f"{kind}/bare"] = results[kind]["median_delivered_per_s"] / bare
                 print(f"  {kind}/bare delivered/s ratio: {ratios[f'{kind}/bare']:.2f}")
