@@ -13,6 +13,7 @@ replayed at start, and a pure view is what a recorded `Console` can check.
 from __future__ import annotations
 
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -113,18 +114,18 @@ def _approval(approval: ApprovalState) -> Text:
 def run_view(run: RunState) -> RenderableType:
     parts: list[RenderableType] = [run_header(run)]
     if run.stages:
-        parts.append(stage_table(run))
+        parts.append(Padding(stage_table(run), (0, 0, 0, 2)))
     not_started = (run.stage_count or 0) - len(run.stages)
     if not_started > 0 and not run.finished:
-        parts.append(Text(f"    … {not_started} more stage(s) not started yet", style="dim"))
+        parts.append(Text(f"  … {not_started} more stage(s) not started yet", style="dim"))
     if run.artifacts:
-        line = Text("    artifacts: ", style="dim")
+        line = Text("  artifacts: ", style="dim")
         for n, artifact in enumerate(run.artifacts):
             line.append(", " if n else "")
             line.append(artifact.name, style="cyan")
         parts.append(line)
     if run.approvals:
-        line = Text("    approvals: ", style="dim")
+        line = Text("  approvals: ", style="dim")
         for n, approval in enumerate(run.approvals.values()):
             line.append(", " if n else "")
             line.append_text(_approval(approval))
