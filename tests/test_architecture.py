@@ -201,3 +201,39 @@ def test_it_keeps_dependencies_one_way(source: object, forbidden: tuple[str, ...
 
 def test_it_sees_a_cycle_when_there_is_one() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# The Python client (clients/python) speaks only the public protocol: it imports nothing of the
+# server, neither the project's packages nor the server's frameworks. Any import counts here,
+# even one inside a function or under TYPE_CHECKING: the package must install without them.
+CLIENT = ROOT / "clients" / "python" / "researchflow_client"
+SERVER_SIDE = {
+    *PACKAGES,
+    "devtools",
+    "bench",
+    "tests",
+    "django",
+    "channels",
+    "daphne",
+    "rest_framework",
+}
+
+
+def _top_level_imports(path: Path) -> Iterator[str]:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module.partition(".")[0]
+
+
+def test_the_python_client_imports_nothing_of_the_server() -> None:
+    sources = sorted(CLIENT.rglob("*.py"))
+    assert len(sources) > 5
+    wrong = sorted(
+        (str(path.relative_to(ROOT)), name)
+        for path in sources
+        for name in _top_level_imports(path)
+        if name in SERVER_SIDE
+    )
+    assert wrong == []

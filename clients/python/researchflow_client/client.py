@@ -51,6 +51,10 @@ from .errors import (
 from .events import Event, MalformedFrame, parse_event
 
 logger = logging.getLogger("researchflow_client")
+# websockets logs every frame at DEBUG, and the `auth` frame carries the token: its logger for
+# this client's sockets never goes below INFO, whatever the application's logging level.
+transport_logger = logging.getLogger("researchflow_client.transport")
+transport_logger.setLevel(logging.INFO)
 
 FINAL_CLOSE_CODES = frozenset({4401, 4403})  # credentials or permission: retrying cannot help
 BUFFER = 1000  # events read ahead of the caller before reading pauses
@@ -289,6 +293,7 @@ class RunEvents:
                 ping_interval=None,  # the protocol's own `ping` keeps the socket alive
                 max_size=MAX_FRAME_BYTES,
                 close_timeout=2,
+                logger=transport_logger,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
