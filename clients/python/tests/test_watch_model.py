@@ -79,9 +79,7 @@ class Events:
             events.append(self.stage("stage.started", n, startedAt=TS))
             events += [self.progress(n, p) for p in (0, 50)]
             if outcome == "failed" and n == 1:
-                events.append(
-                    self.stage("stage.failed", n, failedAt=TS, errorCode="OUT_OF_MEMORY")
-                )
+                events.append(self.stage("stage.failed", n, failedAt=TS, errorCode="OUT_OF_MEMORY"))
                 events.append(
                     self(
                         "run.failed",

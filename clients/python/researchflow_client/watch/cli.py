@@ -54,6 +54,24 @@ class UsageError(Exception):
     """Bad input the user can fix; exit code 2."""
 
 
+class _RefuseToken(argparse.Action):
+    """`--token VALUE` is refused by name, without echoing the value (argparse's own
+    "unrecognized arguments" would print it, and without this argument `--token` would be
+    taken as an abbreviation of `--token-file`, the secret as a path)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            f"--token is not accepted: a command line is visible to other users; "
+            f"set {TOKEN_ENV} or use --token-file"
+        )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.epilog = EPILOG
@@ -73,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help=f"read the token from this file (default: ${TOKEN_ENV}); keep it chmod 600",
     )
+    parser.add_argument("--token", action=_RefuseToken, help=argparse.SUPPRESS)
     parser.add_argument(
         "--json",
         action="store_true",
