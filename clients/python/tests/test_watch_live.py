@@ -296,3 +296,48 @@ def test_in_a_terminal_it_draws_the_run_and_exits_with_its_outcome(daphne: AppSe
     assert "Ingest" in text and "Model" in text
     assert "artifact results.parquet" in text
     assert '"type"' not in text
+
+
+@pytest.fixture
+def short_replay() -> Iterator[AppServer]:
+    """A server that replays at most 3 events on a resume (then answers resync.required)."""
+    with AppServer("daphne", env={"WS_RESUME_MAX_EVENTS": "3"}) as app:
+        yield app
+
+
+def test_on_a_history_too_long_to_replay_it_says_so_and_follows_live(
+    short_replay: AppServer,
+) -> None:
+    app, alice = short_replay, token(short_replay)
+    run = create_run(app, alice, "Long history")
+    for path in (f"/api/runs/{run['id']}/start/", f"/api/stages/{run['stages'][0]['id']}/start/"):
+        app.api("POST", path, {}, alice)
+    app.api(
+        "POST",
+        f"/api/runs/{run['id']}/approvals/",
+        {"governanceType": "PHI_SCAN", "priority": "HIGH"},
+        alice,
+    )
+    before = logged_ids(app, alice, run["id"])
+    assert len(before) > 3
+    watcher = Watcher("--url", app.ws_url, "--run", run["id"], "--json", token=alice)
+    try:
+        watcher.wait_until(lambda w: any("following live events only" in line for line in w.err))
+        finish(app, alice, run)
+        assert watcher.finish() == 0
+    finally:
+        watcher.stop()
+    assert ids(watcher.out) == [i for i in logged_ids(app, alice, run["id"]) if i > before[-1]]
+    assert watcher.err == [
+        "researchflow watch: the server cannot replay this history (too long, or pruned): "
+        "following live events only; what happened before is missing"
+    ]
+
+
+def finish(app: AppServer, api_token: str, run: dict[str, Any]) -> None:
+    """Complete a run whose first stage is running."""
+    for n, stage in enumerate(run["stages"]):
+        if n:
+            app.api("POST", f"/api/stages/{stage['id']}/start/", {}, api_token)
+        app.api("POST", f"/api/stages/{stage['id']}/complete/", {}, api_token)
+    app.api("POST", f"/api/runs/{run['id']}/complete/", {}, api_token)
