@@ -43,6 +43,11 @@ class Target:
 
 
 Opener = Callable[..., RunEvents]
+# How long closing the stream may take before the watcher exits anyway. A close includes the
+# WebSocket closing handshake (the client gives it 2 s); it must never hang the watcher's exit:
+# on Python 3.11, `asyncio.wait_for` can swallow a cancellation that arrives just as the
+# awaited frame does (CPython gh-86296), and a reader cancelled mid-burst then reads on.
+CLOSE_WAIT = 3.0
 
 
 class _Reopen(Exception):
@@ -61,8 +66,7 @@ async def follow(
     """Follow until the run's outcome (`--run`) or for ever (`--project`). Raises the client's
     errors (AuthFailed, AccessRevoked, ServerUnavailable, ...) for the caller to map."""
     cursor: int | None = 0 if target.from_start else None
-    tried_oldest = False
-    warned = False
+    policy = _ResyncPolicy(sink)
     while True:
         events = opener(
             target.url,
@@ -72,47 +76,75 @@ async def follow(
             last_event_id=cursor,
             **dict(target.client_options),
         )
-        async with events:
-            sink.start()  # after the first auth: a refused token shows no empty view
-            ticker = asyncio.create_task(_tick(sink, tick_interval))
-            try:
-                while True:
-                    try:
-                        event = await anext(events)
-                    except ResyncRequired as exc:
-                        seen = events.last_event_id if events.last_event_id is not None else cursor
-                        oldest = exc.oldest_event_id
-                        if not tried_oldest and oldest is not None and oldest - 1 > (seen or 0):
-                            tried_oldest = True
-                            sink.warn(
-                                f"the server's log no longer holds events #{(seen or 0) + 1}"
-                                f"–#{oldest - 1} (pruned): showing what it holds, from "
-                                f"#{oldest} on; what happened before is missing"
-                            )
-                            raise _Reopen(oldest - 1) from None
-                        if not warned:
-                            warned = True
-                            sink.warn(
-                                "the server cannot replay this history (too long, or pruned): "
-                                "following live events only; what happened before is missing"
-                            )
-                        continue
-                    except StopAsyncIteration:
-                        return ExitCode.INTERRUPTED  # closed under us: only on shutdown
-                    notes = state.apply(event)
-                    sink.event(event, notes)
-                    if target.run_id is not None:
-                        run = state.run(target.run_id)
-                        if run is not None and run.finished:
-                            return (
-                                ExitCode.COMPLETED if run.status == "completed" else ExitCode.FAILED
-                            )
-            except _Reopen as reopen:
-                cursor = reopen.cursor
-            finally:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
+        await events.__aenter__()  # raises AuthFailed, ServerUnavailable, ... (and cleans up)
+        sink.start()  # after the first auth: a refused token shows no empty view
+        ticker = asyncio.create_task(_tick(sink, tick_interval))
+        try:
+            return await _stream(events, cursor, target, state, sink, policy)
+        except _Reopen as reopen:
+            cursor = reopen.cursor
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            await _close(events)
+
+
+async def _stream(
+    events: RunEvents,
+    cursor: int | None,
+    target: Target,
+    state: WatchState,
+    sink: Sink,
+    policy: _ResyncPolicy,
+) -> ExitCode:
+    while True:
+        try:
+            event = await anext(events)
+        except ResyncRequired as exc:
+            seen = events.last_event_id if events.last_event_id is not None else cursor
+            policy.resync(seen or 0, exc.oldest_event_id)
+            continue
+        except StopAsyncIteration:
+            return ExitCode.INTERRUPTED  # closed under us: only on shutdown
+        notes = state.apply(event)
+        sink.event(event, notes)
+        if target.run_id is not None:
+            run = state.run(target.run_id)
+            if run is not None and run.finished:
+                return ExitCode.COMPLETED if run.status == "completed" else ExitCode.FAILED
+
+
+class _ResyncPolicy:
+    """What to do on `resync.required` (see the module's docstring): follow on from the oldest
+    event the log holds, once; else go on live. Each is said once."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.tried_oldest = False
+        self.warned_live = False
+
+    def resync(self, seen: int, oldest: int | None) -> None:
+        """Raises _Reopen to follow on from the log's oldest event; returns to go on live."""
+        if not self.tried_oldest and oldest is not None and oldest - 1 > seen:
+            self.tried_oldest = True
+            self.sink.warn(
+                f"the server's log no longer holds events #{seen + 1}–#{oldest - 1} (pruned): "
+                f"showing what it holds, from #{oldest} on; what happened before is missing"
+            )
+            raise _Reopen(oldest - 1)
+        if not self.warned_live:
+            self.warned_live = True
+            self.sink.warn(
+                "the server cannot replay this history (too long, or pruned): "
+                "following live events only; what happened before is missing"
+            )
+
+
+async def _close(events: RunEvents) -> None:
+    # Cancelling a waiting aclose() cancels the client's reader task once more, which ends it.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(events.aclose(), CLOSE_WAIT)
 
 
 async def _tick(sink: Sink, interval: float) -> None:
