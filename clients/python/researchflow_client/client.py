@@ -232,12 +232,11 @@ class RunEvents:
 
     async def aclose(self) -> None:
         """Close the socket (1000) and stop reconnecting. Idempotent."""
+        self._ended = True  # also stops the supervisor at its next step, should a cancel be lost
         supervisor = self._supervisor
-        if supervisor is not None and not supervisor.done():
+        while supervisor is not None and not supervisor.done():
             supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await supervisor
-        self._ended = True
+            await asyncio.wait({supervisor}, timeout=1)
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(_Closed())  # wakes a caller waiting in another task
 
@@ -245,7 +244,7 @@ class RunEvents:
 
     async def _supervise(self) -> None:
         failures = 0  # consecutive failed attempts; a successful auth resets it
-        while True:
+        while not self._ended:
             try:
                 await self._session()
                 reason = "the connection ended"
@@ -361,7 +360,8 @@ class RunEvents:
 
     async def _receive(self, ws: ClientConnection, limit: float, what: str) -> dict[str, Any]:
         try:
-            raw = await asyncio.wait_for(ws.recv(), limit)
+            async with asyncio.timeout(limit):
+                raw = await ws.recv()
         except TimeoutError:
             raise _Retry(f"no {what} within {limit:g} s") from None
         self._ping_outstanding_since = None
@@ -386,7 +386,8 @@ class RunEvents:
                 else since + self.heartbeat_timeout - loop.time()
             )
             try:
-                raw = await asyncio.wait_for(ws.recv(), max(0.0, wait))
+                async with asyncio.timeout(max(0.0, wait)):
+                    raw = await ws.recv()
             except TimeoutError:
                 since = self._ping_outstanding_since
                 if since is not None and loop.time() - since >= self.heartbeat_timeout:

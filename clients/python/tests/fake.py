@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+
+# This server's own frame log (DEBUG) would show the client's token: a test that reads the
+# log must see only what the client logs.
+server_logger = logging.getLogger("tests.fake_server")
+server_logger.setLevel(logging.INFO)
 
 Script = Callable[[ServerConnection, dict[str, Any]], Awaitable[None]]
 RUN = "run_" + "a" * 20
@@ -57,7 +63,9 @@ class FakeServer:
         return f"{scheme}://{host}:{port}/ws"
 
     async def __aenter__(self) -> FakeServer:
-        self.server = await serve(self._handle, "127.0.0.1", 0, ssl=self.ssl_context)
+        self.server = await serve(
+            self._handle, "127.0.0.1", 0, ssl=self.ssl_context, logger=server_logger
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -138,10 +138,11 @@ async def test_it_never_logs_the_token(caplog: pytest.LogCaptureFixture) -> None
 
     async with FakeServer(script) as server, RunEvents(server.url, token=TOKEN, **FAST) as events:
         await take(events, 1)
-        await wait_until(lambda: len(server.auths) == 2)
+        await wait_until(lambda: len(server.auths) >= 2)
     assert server.auths[0]["token"] == TOKEN  # it was sent, in the auth message
     assert "reconnecting" in caplog.text  # the log was on...
-    assert TOKEN not in caplog.text  # ...and never carried it
+    # ...and never carried it, not even a prefix (websockets' frame log shows 8 characters).
+    assert "s3cret" not in caplog.text
     assert TOKEN not in repr(events)
 
 
