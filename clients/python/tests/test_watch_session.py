@@ -26,9 +26,9 @@ Item = Event | ResyncRequired
 
 class Scripted:
     """Stands in for RunEvents: yields `script` (raising the ResyncRequired items), then
-    waits for ever. Its aclose() waits for a reader task that swallows the first cancellation,
-    as the client's reader does when the cancellation meets an arriving frame on Python 3.11
-    (asyncio.wait_for, CPython gh-86296)."""
+    waits for ever. Its aclose() waits for a reader task that swallows the first cancellation
+    (as a reader built on Python 3.11's asyncio.wait_for could: CPython gh-86296), so closing
+    it hangs until a second cancellation."""
 
     opened: list[int | None]
 

@@ -44,9 +44,9 @@ class Target:
 
 Opener = Callable[..., RunEvents]
 # How long closing the stream may take before the watcher exits anyway. A close includes the
-# WebSocket closing handshake (the client gives it 2 s); it must never hang the watcher's exit:
-# on Python 3.11, `asyncio.wait_for` can swallow a cancellation that arrives just as the
-# awaited frame does (CPython gh-86296), and a reader cancelled mid-burst then reads on.
+# WebSocket closing handshake (the client gives it 2 s); whatever happens in it (a server that
+# never answers, a reader task that missed its cancellation), a script waiting on the
+# watcher's exit code must get it.
 CLOSE_WAIT = 3.0
 
 
@@ -142,7 +142,7 @@ class _ResyncPolicy:
 
 
 async def _close(events: RunEvents) -> None:
-    # Cancelling a waiting aclose() cancels the client's reader task once more, which ends it.
+    # On the timeout, cancelling aclose() also cancels the task it waits for (the reader).
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(events.aclose(), CLOSE_WAIT)
 
