@@ -282,6 +282,22 @@ def test_it_shows_the_stages_not_started_yet_of_a_running_run() -> None:
     assert "200/1000" in frame
 
 
+def test_on_an_80_column_terminal_every_stage_row_keeps_all_its_columns() -> None:
+    make = Events()
+    events = make.whole_run("failed")[:-2] + [make.progress(1, 70)]
+    text = watch_through(events, recorded(80))
+    rows = [line for line in text.splitlines() if "━" in line]
+    assert len(rows) == 2
+    for row, (number, name, percent, items) in zip(
+        rows,
+        [("1/3", "Load data", "100%", "1000/1000"), ("2/3", "Clean", "70%", "700/1000")],
+        strict=True,
+    ):
+        assert row.split()[:2] == [number, name.split()[0]]
+        assert f"{percent} {items}" in " ".join(row.split())
+        assert len(row.rstrip()) <= 80
+
+
 def test_on_a_project_it_names_the_run_on_each_note() -> None:
     text = watch_through(Events().whole_run(), recorded(), run_id=None)
     assert "Cohort A: artifact summary.pdf" in text

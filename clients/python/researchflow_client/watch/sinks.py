@@ -88,7 +88,9 @@ class LiveView:
         return text
 
     def _draw(self) -> None:
-        self._live.update(watch_view(self.state, self.run_id, self._footer()), refresh=True)
+        self._live.update(
+            watch_view(self.state, self.run_id, self._footer(), self.console.width), refresh=True
+        )
         self._dirty = False
         self._drawn_at = time.monotonic()
 
@@ -120,5 +122,5 @@ class LiveView:
         if not self._started:
             return
         self._started = False
-        self._live.update(watch_view(self.state, self.run_id, self._footer()))
+        self._live.update(watch_view(self.state, self.run_id, self._footer(), self.console.width))
         self._live.stop()  # draws the final frame (on any console) and leaves it on screen

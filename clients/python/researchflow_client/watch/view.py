@@ -20,8 +20,8 @@ from rich.text import Text
 
 from .state import ApprovalState, Note, NoteKind, RunState, StageState, WatchState
 
-BAR_WIDTH = 30
-NAME_WIDTH = 24
+BAR_WIDTH = 30  # at most; narrower on a narrow terminal, so every column keeps its place
+NAME_WIDTH = 24  # at most; a longer stage name is cut with …
 MAX_FINISHED_RUNS = 3  # on --project: every unfinished run, and this many finished ones
 
 RUN_STYLES = {"created": "dim", "running": "yellow", "completed": "green", "failed": "bold red"}
@@ -67,21 +67,23 @@ def _stage_detail(stage: StageState) -> Text:
     return Text(stage.status_message or "", style="dim", overflow="ellipsis", no_wrap=True)
 
 
-def stage_table(run: RunState) -> Table:
+def stage_table(run: RunState, width: int = 120) -> Table:
+    """One row per started stage; `width` is the console's, in columns."""
+    bar_width = max(10, min(BAR_WIDTH, width - 60))
     table = Table.grid(padding=(0, 1))
-    table.add_column(justify="right", style="dim")  # stage number
-    table.add_column(width=NAME_WIDTH, no_wrap=True, overflow="ellipsis")
-    table.add_column(width=BAR_WIDTH)
-    table.add_column(justify="right", width=4)  # percent
-    table.add_column(justify="right", style="dim")  # items
-    table.add_column(no_wrap=True, overflow="ellipsis")
+    table.add_column(justify="right", style="dim", no_wrap=True, min_width=3)  # stage number
+    table.add_column(min_width=8, max_width=NAME_WIDTH, no_wrap=True, overflow="ellipsis")
+    table.add_column(width=bar_width)
+    table.add_column(justify="right", width=4, no_wrap=True)  # percent
+    table.add_column(justify="right", style="dim", no_wrap=True)  # items
+    table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
     total = run.stage_count if run.stage_count is not None else len(run.stages)
     for stage in run.ordered_stages():
         colour = {"running": "yellow", "completed": "green", "failed": "red"}[stage.status]
         bar = ProgressBar(
             total=100,
             completed=stage.progress,
-            width=BAR_WIDTH,
+            width=bar_width,
             complete_style=colour,
             finished_style=colour,
         )
@@ -111,10 +113,10 @@ def _approval(approval: ApprovalState) -> Text:
     return text
 
 
-def run_view(run: RunState) -> RenderableType:
+def run_view(run: RunState, width: int = 120) -> RenderableType:
     parts: list[RenderableType] = [run_header(run)]
     if run.stages:
-        parts.append(Padding(stage_table(run), (0, 0, 0, 2)))
+        parts.append(Padding(stage_table(run, width - 2), (0, 0, 0, 2)))
     not_started = (run.stage_count or 0) - len(run.stages)
     if not_started > 0 and not run.finished:
         parts.append(Text(f"  … {not_started} more stage(s) not started yet", style="dim"))
@@ -139,8 +141,11 @@ def shown_runs(state: WatchState) -> list[RunState]:
     return [run for run in state.runs.values() if not run.finished or run in finished]
 
 
-def watch_view(state: WatchState, run_id: str | None, footer: Text | None = None) -> Group:
-    """The live area: the followed run (or the project's runs), then `footer`."""
+def watch_view(
+    state: WatchState, run_id: str | None, footer: Text | None = None, width: int = 120
+) -> Group:
+    """The live area: the followed run (or the project's runs), then `footer`; `width` is the
+    console's, in columns."""
     if run_id is not None:
         run = state.run(run_id)
         runs = [run] if run is not None else []
@@ -150,7 +155,7 @@ def watch_view(state: WatchState, run_id: str | None, footer: Text | None = None
     for run in runs:
         if parts:
             parts.append(Text(""))
-        parts.append(run_view(run))
+        parts.append(run_view(run, width))
     if not runs:
         parts.append(Text("waiting for events…", style="dim"))
     if footer is not None:
