@@ -284,7 +284,7 @@ def test_it_shows_the_stages_not_started_yet_of_a_running_run() -> None:
 
 def test_on_an_80_column_terminal_every_stage_row_keeps_all_its_columns() -> None:
     make = Events()
-    events = make.whole_run("failed")[:-2] + [make.progress(1, 70)]
+    events = [*make.whole_run("failed")[:-2], make.progress(1, 70)]
     text = watch_through(events, recorded(80))
     rows = [line for line in text.splitlines() if "━" in line]
     assert len(rows) == 2
