@@ -120,7 +120,7 @@ def test_a_server_restart_mid_run_loses_and_repeats_nothing(
     async def scenario() -> tuple[list[Event], list[int]]:
         got: list[Event] = []
         async with RunEvents(
-            a.ws_url, token=alice, run_id=run["id"], last_event_id=0, **FAST
+            a.ws_url, token=alice, run_id=run["id"], last_event_id=0, max_retries=None, **FAST
         ) as ev:
             driver = in_background(lambda: drive(b, alice, run, pace=0.15))
             async for event in ev:
