@@ -71,6 +71,7 @@ class ServerUnavailable(ClientError):
     def __init__(self, url: str, attempts: int, cause: str = "") -> None:
         self.url = url
         self.attempts = attempts
+        self.cause = cause
         detail = f"; last error: {cause}" if cause else ""
         super().__init__(
             f"cannot reach the ResearchFlow server at {url} after {attempts} attempt(s){detail}; "
