@@ -6,8 +6,10 @@
         async for event in events:
             print(event.id, event.type, event.payload)
 
-`follow()` is the same for synchronous code. Only the public `/ws` protocol is used; nothing of
-the server is imported.
+`follow()` is the same for synchronous code. On `ResyncRequired` (the server cannot replay
+what was missed), `load_run()` (or `events.load_run()`) reads the run's current state over
+the REST API; then iterate on for the live events. Only the public protocol (`/ws` and the
+REST API) is used; nothing of the server is imported.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from .errors import (
     ServerUnavailable,
 )
 from .events import Event
+from .snapshot import (
+    ApprovalSnapshot,
+    ArtifactSnapshot,
+    RunSnapshot,
+    StageSnapshot,
+    load_run,
+)
 from .sync import follow
 
 __all__ = [
@@ -32,6 +41,8 @@ __all__ = [
     "EVENT_TYPES",
     "PAYLOAD_MODELS",
     "AccessRevoked",
+    "ApprovalSnapshot",
+    "ArtifactSnapshot",
     "AuthFailed",
     "Backoff",
     "ClientError",
@@ -40,7 +51,10 @@ __all__ = [
     "InvalidURL",
     "ResyncRequired",
     "RunEvents",
+    "RunSnapshot",
     "ServerUnavailable",
+    "StageSnapshot",
     "follow",
+    "load_run",
 ]
 __version__ = "0.1.0"

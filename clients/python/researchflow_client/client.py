@@ -33,7 +33,7 @@ import ssl as ssl_module
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -49,6 +49,9 @@ from .errors import (
     ServerUnavailable,
 )
 from .events import Event, MalformedFrame, parse_event
+
+if TYPE_CHECKING:
+    from .snapshot import RunSnapshot
 
 logger = logging.getLogger("researchflow_client")
 # websockets logs every frame at DEBUG, and the `auth` frame carries the token: its logger for
@@ -229,6 +232,23 @@ class RunEvents:
                 continue  # already yielded (a guard: the reader drops these already)
             self.last_event_id = item.id
             return item
+
+    async def load_run(self) -> RunSnapshot:
+        """This stream's run as it is now, over the REST API, with the same URL, token, SSL
+        context and `open_timeout` (`snapshot.load_run`, in a thread): what to do on
+        `ResyncRequired`, before iterating on for the live events."""
+        from .snapshot import load_run  # snapshot imports this module
+
+        if self.run_id is None:
+            raise ValueError("load_run() is for a stream of one run (run_id=)")
+        return await asyncio.to_thread(
+            load_run,
+            self.url,
+            token=self._token,
+            run_id=self.run_id,
+            ssl=self._ssl,
+            timeout=self.open_timeout,
+        )
 
     async def aclose(self) -> None:
         """Close the socket (1000) and stop reconnecting. Idempotent."""

@@ -53,8 +53,9 @@ class AccessRevoked(ClientError):
 
 class ResyncRequired(ClientError):
     """The server's log no longer holds every event after the cursor (pruned, or too many to
-    replay): reload the current state over REST (`GET /api/runs/<id>/`,
-    `GET /api/events/?after=...`), then go on from a newer cursor."""
+    replay): reload the current state over REST (`load_run` / `RunEvents.load_run()`, which
+    read `GET /api/runs/<id>/`; for a project, `GET /api/events/?after=...`), then keep
+    iterating: the socket stays subscribed and the live events follow."""
 
     def __init__(self, last_event_id: int | None, oldest_event_id: int | None) -> None:
         self.last_event_id = last_event_id
@@ -71,6 +72,7 @@ class ServerUnavailable(ClientError):
     def __init__(self, url: str, attempts: int, cause: str = "") -> None:
         self.url = url
         self.attempts = attempts
+        self.cause = cause
         detail = f"; last error: {cause}" if cause else ""
         super().__init__(
             f"cannot reach the ResearchFlow server at {url} after {attempts} attempt(s){detail}; "

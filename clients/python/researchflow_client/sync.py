@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from .client import RunEvents
 from .events import Event
+from .snapshot import RunSnapshot, load_run
 
 T = TypeVar("T")
 
@@ -74,6 +75,20 @@ class Follow:
             return self._call(self._events.__anext__())
         except StopAsyncIteration:
             raise StopIteration from None
+
+    def load_run(self, timeout: float = 10.0) -> RunSnapshot:
+        """The run's current state over the REST API (see `RunEvents.load_run`): what to do on
+        `ResyncRequired`, before iterating on for the live events."""
+        run_id = self._options.get("run_id")
+        if run_id is None:
+            raise ValueError("load_run() is for a stream of one run (run_id=)")
+        return load_run(
+            self._url,
+            token=self._options.get("token", ""),
+            run_id=run_id,
+            ssl=self._options.get("ssl"),
+            timeout=timeout,
+        )
 
     def close(self) -> None:
         """Close the socket and stop the background thread. Idempotent."""

@@ -25,8 +25,10 @@ from researchflow_client import (
     InvalidURL,
     ResyncRequired,
     RunEvents,
+    RunSnapshot,
     ServerUnavailable,
     follow,
+    load_run,
 )
 from researchflow_client.catalogue import RunCompleted, StageProgress
 
@@ -199,7 +201,7 @@ def test_nothing_listening_raises_server_unavailable_after_the_retries() -> None
 # --- resync -------------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pruned() -> Iterator[tuple[AppServer, dict[str, Any], str]]:
     """A server whose log was pruned past a finished run (its events aged, then prune_events)."""
     with AppServer("daphne") as app:
@@ -236,6 +238,113 @@ def test_a_cursor_older_than_the_log_raises_resync_required(
     assert error.last_event_id == 0
     assert error.oldest_event_id is not None and error.oldest_event_id > 1
     assert "reload the state over REST" in str(error)
+
+
+def test_on_resync_required_the_stream_loads_its_run_over_rest_and_goes_on(
+    pruned: tuple[AppServer, dict[str, Any], str],
+) -> None:
+    app, run, alice = pruned
+
+    async def scenario() -> RunSnapshot:
+        async with RunEvents(app.ws_url, token=alice, run_id=run["id"], last_event_id=0) as ev:
+            with pytest.raises(ResyncRequired):
+                await asyncio.wait_for(ev.__anext__(), 10)
+            return await ev.load_run()
+
+    snapshot = asyncio.run(scenario())
+    assert snapshot.status == "completed"
+    assert snapshot == RunSnapshot.model_validate(
+        app.api("GET", f"/api/runs/{run['id']}/", token=alice)
+    )
+
+
+def test_the_sync_wrapper_loads_its_run_over_rest_too(
+    pruned: tuple[AppServer, dict[str, Any], str],
+) -> None:
+    app, run, alice = pruned
+    with follow(app.ws_url, token=alice, run_id=run["id"], last_event_id=0) as events:
+        with pytest.raises(ResyncRequired):
+            next(events)
+        snapshot = events.load_run()
+    assert (snapshot.id, snapshot.status) == (run["id"], "completed")
+
+
+# --- a run over REST (load_run) ----------------------------------------------------------------
+
+
+def half_driven(app: AppServer, api_token: str) -> dict[str, Any]:
+    """A running run: its first stage at 40 %, an approval waiting, an artifact."""
+    run = create_run(app, api_token, "Half way")
+    stage = run["stages"][0]["id"]
+    app.api("POST", f"/api/runs/{run['id']}/start/", {}, api_token)
+    app.api("POST", f"/api/stages/{stage}/start/", {}, api_token)
+    progress = {"progress": 40, "itemsProcessed": 4, "itemsTotal": 10, "statusMessage": "ok"}
+    app.api("POST", f"/api/stages/{stage}/progress/", progress, api_token)
+    app.api(
+        "POST",
+        f"/api/runs/{run['id']}/approvals/",
+        {"governanceType": "PHI_SCAN", "priority": "HIGH", "assignedTo": ["bob"]},
+        api_token,
+    )
+    artifact = {"kind": "dataset", "name": "a.csv", "sizeBytes": 3, "contentType": "text/csv"}
+    app.api("POST", f"/api/runs/{run['id']}/artifacts/", {**artifact, "stageId": stage}, api_token)
+    return run
+
+
+def aliases(model: type[Any]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def test_load_run_equals_what_the_rest_api_says(app: AppServer) -> None:
+    alice = token(app)
+    run = half_driven(app, alice)
+    snapshot = load_run(app.ws_url, token=alice, run_id=run["id"])
+    answer = app.api("GET", f"/api/runs/{run['id']}/", token=alice)
+    assert snapshot == RunSnapshot.model_validate(answer)
+    # Every field the server sends has its place in the models: none is dropped.
+    assert aliases(RunSnapshot) == set(answer)
+    for key, items in (("stages", 2), ("artifacts", 1), ("approvals", 1)):
+        assert len(answer[key]) == items
+        model = type(getattr(snapshot, key)[0])
+        assert aliases(model) == set(answer[key][0])
+    assert (snapshot.status, snapshot.stages[0].status, snapshot.stages[0].progress) == (
+        "running",
+        "running",
+        40,
+    )
+    assert (snapshot.approvals[0].status, snapshot.approvals[0].assigned_to) == ("pending", ["bob"])
+
+
+def test_load_run_gives_the_same_error_for_a_foreign_run_as_for_an_unknown_one(
+    daphne: AppServer,
+) -> None:
+    bob = token(daphne, "bob")
+    project = daphne.api("POST", "/api/projects/", {"name": "Bob's own"}, bob)
+    body = {"projectId": project["id"], "name": "Private", "stages": ["A"]}
+    private = daphne.api("POST", "/api/runs/", body, bob)
+    alice = token(daphne)
+    errors = []
+    for run_id in (private["id"], "run_" + "0" * 20):
+        with pytest.raises(AuthFailed) as caught:
+            load_run(daphne.ws_url, token=alice, run_id=run_id)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+    assert "run not found or not accessible" in errors[0]
+
+    async def over_the_socket() -> str:
+        with pytest.raises(AuthFailed) as caught:
+            async with RunEvents(daphne.ws_url, token=alice, run_id=private["id"]):
+                pass
+        return str(caught.value)
+
+    assert asyncio.run(over_the_socket()) == errors[0]  # the socket's very words
+
+
+def test_load_run_raises_auth_failed_for_a_refused_token(daphne: AppServer) -> None:
+    run = create_run(daphne, token(daphne), "Not for you")
+    with pytest.raises(AuthFailed, match=r"refused the token \(HTTP 401\)") as caught:
+        load_run(daphne.ws_url, token="not-a-token", run_id=run["id"])
+    assert "not-a-token" not in str(caught.value)
 
 
 # --- the synchronous wrapper ------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """`python -m researchflow_client watch` as a real subprocess against the live app (daphne and
 uvicorn): its exit code is the run's outcome, `--json` prints exactly the run's logged events,
-a refused or revoked token ends it with 3, and a pruned log is said and survived.
+a refused or revoked token ends it with 3, and a history the server cannot replay (a pruned
+log, or one longer than it replays at once) is loaded over REST instead.
 
 Everything listens on loopback; every wait is bounded.
 """
@@ -25,6 +26,10 @@ from test_watch_cli import CLIENT_DIR, Watcher, no_secret, watch
 from devtools.servers import DEMO_PASSWORDS, AppServer
 
 pytestmark = [pytest.mark.e2e]
+RESYNCED = (
+    "researchflow watch: the server could not replay the history: "
+    "loaded the run's current state over REST"
+)
 
 
 def ids(lines: list[str]) -> list[int]:
@@ -227,7 +232,7 @@ def pruned() -> Iterator[AppServer]:
         yield app
 
 
-def test_on_a_pruned_log_it_says_so_and_shows_what_the_log_still_holds(
+def test_on_a_pruned_log_it_says_so_and_exits_with_the_outcome_it_loads_over_rest(
     pruned: AppServer,
 ) -> None:
     alice = token(pruned)
@@ -236,24 +241,21 @@ def test_on_a_pruned_log_it_says_so_and_shows_what_the_log_still_holds(
     # From the start (0), the server answers resync.required: the log begins later.
     w = watch("--url", pruned.ws_url, "--run", run["id"], "--json", token=alice, limit=20)
     assert w.code == 0
-    assert ids(w.out) == logged_ids(pruned, alice, run["id"])
-    assert len(w.err) == 1
-    assert "the server's log no longer holds events #1–" in w.err[0]
-    assert "(pruned): showing what it holds" in w.err[0]
+    assert w.out == []  # no event: the run's state came over REST, and it had ended
+    assert w.err == [RESYNCED]
 
 
 # --- in a terminal -------------------------------------------------------------------------
 
 
-def test_in_a_terminal_it_draws_the_run_and_exits_with_its_outcome(daphne: AppServer) -> None:
-    alice = token(daphne)
-    run = create_run(daphne, alice, "On screen")
-    drive(daphne, alice, run)
+def in_a_terminal(app: AppServer, run_id: str, api_token: str) -> tuple[int, str]:
+    """Run the watcher on a pseudo-terminal to its end: its exit code and the screen's bytes
+    as text."""
     leader, follower = pty.openpty()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("RESEARCHFLOW_")},
         "PYTHONPATH": str(CLIENT_DIR),
-        "RESEARCHFLOW_TOKEN": alice,
+        "RESEARCHFLOW_TOKEN": api_token,
         "COLUMNS": "120",
         "TERM": "xterm-256color",
     }
@@ -264,9 +266,9 @@ def test_in_a_terminal_it_draws_the_run_and_exits_with_its_outcome(daphne: AppSe
             "researchflow_client",
             "watch",
             "--url",
-            daphne.ws_url,
+            app.ws_url,
             "--run",
-            run["id"],
+            run_id,
         ],
         stdout=follower,
         stderr=subprocess.PIPE,
@@ -289,8 +291,15 @@ def test_in_a_terminal_it_draws_the_run_and_exits_with_its_outcome(daphne: AppSe
         elif proc.poll() is not None:
             break
     os.close(leader)
-    assert proc.wait(5) == 0
-    text = screen.decode("utf-8", "replace")
+    return proc.wait(5), screen.decode("utf-8", "replace")
+
+
+def test_in_a_terminal_it_draws_the_run_and_exits_with_its_outcome(daphne: AppServer) -> None:
+    alice = token(daphne)
+    run = create_run(daphne, alice, "On screen")
+    drive(daphne, alice, run)
+    code, text = in_a_terminal(daphne, run["id"], alice)
+    assert code == 0
     assert "\x1b[" in text  # drawn with terminal controls, not JSON lines
     assert "On screen" in text and "✓ completed" in text
     assert "Ingest" in text and "Model" in text
@@ -298,40 +307,63 @@ def test_in_a_terminal_it_draws_the_run_and_exits_with_its_outcome(daphne: AppSe
     assert '"type"' not in text
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def short_replay() -> Iterator[AppServer]:
-    """A server that replays at most 3 events on a resume (then answers resync.required)."""
-    with AppServer("daphne", env={"WS_RESUME_MAX_EVENTS": "3"}) as app:
+    """A server that replays at most 20 events on a resume (then answers resync.required)."""
+    with AppServer("daphne", env={"WS_RESUME_MAX_EVENTS": "20"}) as app:
         yield app
 
 
-def test_on_a_history_too_long_to_replay_it_says_so_and_follows_live(
+@pytest.mark.parametrize(("fail", "code"), [(False, 0), (True, 1)])
+def test_on_an_ended_run_too_long_to_replay_it_loads_it_over_rest_and_exits_with_its_outcome(
+    short_replay: AppServer, fail: bool, code: int
+) -> None:
+    app, alice = short_replay, token(short_replay)
+    run = create_run(app, alice, "Long and over")
+    drive(app, alice, run, progress_steps=10, fail=fail)
+    assert len(logged_ids(app, alice, run["id"])) > 20
+    w = watch("--url", app.ws_url, "--run", run["id"], "--json", token=alice, limit=15)
+    assert w.code == code
+    assert w.out == []
+    assert w.err == [RESYNCED]
+
+
+def test_on_a_running_run_too_long_to_replay_it_loads_it_over_rest_then_follows_live(
     short_replay: AppServer,
 ) -> None:
     app, alice = short_replay, token(short_replay)
     run = create_run(app, alice, "Long history")
     for path in (f"/api/runs/{run['id']}/start/", f"/api/stages/{run['stages'][0]['id']}/start/"):
         app.api("POST", path, {}, alice)
-    app.api(
-        "POST",
-        f"/api/runs/{run['id']}/approvals/",
-        {"governanceType": "PHI_SCAN", "priority": "HIGH"},
-        alice,
-    )
+    for percent in range(5, 100, 5):
+        app.api(
+            "POST", f"/api/stages/{run['stages'][0]['id']}/progress/", {"progress": percent}, alice
+        )
     before = logged_ids(app, alice, run["id"])
-    assert len(before) > 3
+    assert len(before) > 20
     watcher = Watcher("--url", app.ws_url, "--run", run["id"], "--json", token=alice)
     try:
-        watcher.wait_until(lambda w: any("following live events only" in line for line in w.err))
+        watcher.wait_until(lambda w: bool(w.err))
         finish(app, alice, run)
         assert watcher.finish() == 0
     finally:
         watcher.stop()
     assert ids(watcher.out) == [i for i in logged_ids(app, alice, run["id"]) if i > before[-1]]
-    assert watcher.err == [
-        "researchflow watch: the server cannot replay this history (too long, or pruned): "
-        "following live events only; what happened before is missing"
-    ]
+    assert watcher.err == [RESYNCED]
+
+
+def test_in_a_terminal_a_run_loaded_over_rest_is_drawn_with_its_outcome(
+    short_replay: AppServer,
+) -> None:
+    app, alice = short_replay, token(short_replay)
+    run = create_run(app, alice, "Long on screen")
+    drive(app, alice, run, progress_steps=10)
+    code, text = in_a_terminal(app, run["id"], alice)
+    assert code == 0
+    assert "loaded the run's current state over REST" in text
+    frame = text[text.rindex("Long on screen") :]  # the last frame drawn
+    assert "✓ completed" in frame and "2/2 stages" in frame
+    assert "Ingest" in frame and "Model" in frame and "results.parquet" in frame
 
 
 def finish(app: AppServer, api_token: str, run: dict[str, Any]) -> None:

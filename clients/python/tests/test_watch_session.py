@@ -1,5 +1,6 @@
-"""The watcher's session against a scripted stream (no server): when it stops, its resync
-policy, and that closing the stream never hangs its exit.
+"""The watcher's session against a scripted stream and a scripted REST snapshot (no server):
+when it stops, what it does on `resync.required`, and that closing the stream never hangs its
+exit.
 """
 
 from __future__ import annotations
@@ -12,16 +13,23 @@ from typing import Any
 
 import pytest
 from test_watch_model import RUN, Events
+from test_watch_snapshot import snapshot
 
-from researchflow_client.errors import ResyncRequired
+from researchflow_client.errors import AuthFailed, ResyncRequired, ServerUnavailable
 from researchflow_client.events import Event
+from researchflow_client.snapshot import RunSnapshot
 from researchflow_client.watch import session
 from researchflow_client.watch.exit_codes import ExitCode
 from researchflow_client.watch.session import Target, follow
 from researchflow_client.watch.sinks import JsonLines
 from researchflow_client.watch.state import WatchState
 
-Item = Event | ResyncRequired
+
+class End:
+    """Script marker: the stream ends (as when it is closed under the session)."""
+
+
+Item = Event | ResyncRequired | End
 
 
 class Scripted:
@@ -56,6 +64,8 @@ class Scripted:
         item = self.script.pop(0)
         if isinstance(item, ResyncRequired):
             raise item
+        if isinstance(item, End):
+            raise StopAsyncIteration
         self.last_event_id = item.id
         return item
 
@@ -66,8 +76,29 @@ class Scripted:
             await self._reader
 
 
+class Loader:
+    """Stands in for `load_run`: answers each call with the next of `answers` (an exception is
+    raised), and records the calls' keywords."""
+
+    def __init__(self, *answers: RunSnapshot | Exception) -> None:
+        self.answers = list(answers)
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, url: str, **options: Any) -> RunSnapshot:
+        self.calls.append({"url": url, **options})
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
 def run_session(
-    scripts: list[list[Item]], *, run_id: str | None = RUN, from_start: bool = True
+    scripts: list[list[Item]],
+    *,
+    run_id: str | None = RUN,
+    from_start: bool = True,
+    loader: Loader | None = None,
+    options: tuple[tuple[str, Any], ...] = (),
 ) -> tuple[ExitCode, list[int | None], list[int], str]:
     opened: list[int | None] = []
     pending = list(scripts)
@@ -76,10 +107,18 @@ def run_session(
         return Scripted(pending.pop(0), opened, **options)
 
     out, err = io.StringIO(), io.StringIO()
-    target = Target("ws://test/ws", "t", run_id=run_id, from_start=from_start)
+    target = Target(
+        "ws://test/ws", "t", run_id=run_id, from_start=from_start, client_options=options
+    )
 
     async def scenario() -> ExitCode:
-        return await follow(target, WatchState(), JsonLines(out, err), opener=opener)  # type: ignore[arg-type]
+        return await follow(
+            target,
+            WatchState(),
+            JsonLines(out, err),
+            opener=opener,  # type: ignore[arg-type]
+            loader=loader or Loader(),
+        )
 
     started = time.monotonic()
     code = asyncio.run(asyncio.wait_for(scenario(), 10))
@@ -114,36 +153,89 @@ def test_live_only_it_opens_the_stream_without_a_cursor() -> None:
     assert (code, opened) == (ExitCode.COMPLETED, [None])
 
 
-def test_on_a_pruned_log_it_follows_on_from_the_oldest_event_the_log_holds() -> None:
-    make = Events()
-    make.next_id = 50
-    events = make.whole_run()
-    code, opened, ids, err = run_session([[ResyncRequired(0, 50)], events])
-    assert code == ExitCode.COMPLETED
-    assert opened == [0, 49]
-    assert ids == [event.id for event in events]
-    assert err == (
-        "researchflow watch: the server's log no longer holds events #1–#49 (pruned): "
-        "showing what it holds, from #50 on; what happened before is missing\n"
-    )
+RESYNCED = (
+    "researchflow watch: the server could not replay the history: "
+    "loaded the run's current state over REST\n"
+)
 
 
-def test_when_the_history_is_too_long_to_replay_it_goes_on_live_on_the_same_stream() -> None:
+def test_on_a_resync_it_loads_an_ended_run_over_rest_and_exits_at_once_with_its_outcome() -> None:
+    loader = Loader(snapshot("failed", errorCode="STAGE_FAILED"))
+    # Nothing follows the resync on the stream: the run ended, no event will ever come.
+    code, opened, ids, err = run_session([[ResyncRequired(0, 1)]], loader=loader)
+    assert code == ExitCode.FAILED
+    assert (opened, ids, err) == ([0], [], RESYNCED)
+    assert loader.calls == [
+        {"url": "ws://test/ws", "token": "t", "run_id": RUN, "ssl": None, "timeout": 10.0}
+    ]
+
+
+def test_on_a_resync_of_a_running_run_it_goes_on_with_the_live_events_on_the_same_stream() -> None:
     events = Events().whole_run()
-    # The log starts at #1 (nothing pruned) but the server would not replay it all.
-    code, opened, ids, err = run_session([[ResyncRequired(0, 1), *events[5:]]])
+    code, opened, ids, err = run_session(
+        [[ResyncRequired(0, 1), *events[5:]]], loader=Loader(snapshot("running"))
+    )
     assert code == ExitCode.COMPLETED
-    assert opened == [0]
+    assert opened == [0]  # never reopened: the socket stayed subscribed
     assert ids == [event.id for event in events[5:]]
-    assert "following live events only" in err
+    assert err == RESYNCED
 
 
-def test_it_tries_the_oldest_event_only_once_so_a_second_resync_cannot_loop() -> None:
+def test_on_a_pruned_log_it_loads_the_run_over_rest_too() -> None:
+    code, opened, ids, err = run_session(
+        [[ResyncRequired(0, 50)]], loader=Loader(snapshot("completed"))
+    )
+    assert (code, opened, ids, err) == (ExitCode.COMPLETED, [0], [], RESYNCED)
+
+
+def test_it_loads_the_run_again_at_each_resync() -> None:
     make = Events()
     make.next_id = 50
     events = make.whole_run()
-    scripts: list[list[Item]] = [[ResyncRequired(0, 50)], [ResyncRequired(49, 60), *events]]
-    code, opened, _, err = run_session(scripts)
+    loader = Loader(snapshot("running"), snapshot("running"))
+    code, _, _, err = run_session(
+        [[ResyncRequired(0, 1), *events[:3], ResyncRequired(52, 60), *events[3:]]], loader=loader
+    )
     assert code == ExitCode.COMPLETED
-    assert opened == [0, 49]
-    assert err.count("\n") == 2 and "following live events only" in err.splitlines()[1]
+    assert (len(loader.calls), err) == (2, RESYNCED * 2)
+
+
+def test_it_retries_a_rest_api_that_is_unavailable_like_the_socket() -> None:
+    gone = ServerUnavailable("http://test/api/runs/x/", 1, "connection refused")
+    loader = Loader(gone, gone, snapshot("completed"))
+    options = (("max_retries", 2), ("backoff_initial", 0.01))
+    code, _, _, _ = run_session([[ResyncRequired(0, 1)]], loader=loader, options=options)
+    assert (code, len(loader.calls)) == (ExitCode.COMPLETED, 3)
+
+
+def test_it_gives_up_on_a_rest_api_still_unavailable_after_the_retries() -> None:
+    gone = ServerUnavailable("http://test/api/runs/x/", 1, "connection refused")
+    loader = Loader(gone, gone, gone)
+    options = (("max_retries", 2), ("backoff_initial", 0.01))
+    with pytest.raises(ServerUnavailable) as caught:
+        run_session([[ResyncRequired(0, 1)]], loader=loader, options=options)
+    assert caught.value.attempts == 3
+    assert "connection refused" in str(caught.value)
+
+
+def test_a_refused_token_over_rest_ends_the_session_as_on_the_socket() -> None:
+    loader = Loader(AuthFailed("the REST API refused the token (HTTP 401)"))
+    with pytest.raises(AuthFailed):
+        run_session([[ResyncRequired(0, 1)]], loader=loader)
+
+
+def test_on_a_project_a_resync_is_said_once_and_it_goes_on_live() -> None:
+    events = Events().whole_run()
+    loader = Loader()
+    code, _, ids, err = run_session(
+        [[ResyncRequired(0, 1), *events, ResyncRequired(30, 40), End()]],
+        run_id=None,
+        loader=loader,
+    )
+    assert code == ExitCode.INTERRUPTED  # a project ends only when the stream is closed
+    assert ids == [event.id for event in events]  # the run's outcome does not stop it
+    assert loader.calls == []  # no one run to load
+    assert err == (
+        "researchflow watch: the server could not replay the history: following live events "
+        "only; what happened before is missing\n"
+    )

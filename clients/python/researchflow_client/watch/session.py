@@ -6,11 +6,15 @@
 - `--project`: follows every run of the project until interrupted (live only by default:
   a project's history is every run it ever had).
 - `resync.required` (the server cannot replay what was asked: its log was pruned, or the
-  history is longer than it replays at once) never stops the watcher. It says so on the
-  sink, then: when the log still holds a later part of the history, it follows on from the
-  oldest event the log holds (a pruned log: what is left still shows the run, and its
-  outcome if that is logged); otherwise it goes on with the live events the server sends
-  after the resync on the same socket. It tries the first only once, so it cannot loop.
+  history is longer than it replays at once, WS_RESUME_MAX_EVENTS) never stops the watcher,
+  and the socket stays subscribed: the live events after the resync follow on it, with no
+  gap. With `--run` the watcher loads the run's current state over the REST API
+  (`load_run`), folds it into the state, says so once per resync, and exits at once if the
+  run has ended; else it goes on with the live events. The REST call is retried like the
+  socket (`max_retries`, the backoff) when the server is unavailable; a refused token or run
+  ends the watcher as a refused socket does (exit 3). With `--project` there is no one
+  snapshot to load (a project's history is every run it ever had): it says so once and goes
+  on with the live events.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..backoff import Backoff
 from ..client import RunEvents
-from ..errors import ResyncRequired
+from ..errors import ResyncRequired, ServerUnavailable
+from ..snapshot import RunSnapshot, load_run
 from .exit_codes import ExitCode
 from .sinks import Sink
 from .state import WatchState
@@ -50,9 +56,12 @@ Opener = Callable[..., RunEvents]
 CLOSE_WAIT = 3.0
 
 
-class _Reopen(Exception):
-    def __init__(self, cursor: int) -> None:
-        self.cursor = cursor
+SnapshotLoader = Callable[..., RunSnapshot]
+RESYNCED = "the server could not replay the history: loaded the run's current state over REST"
+RESYNCED_LIVE = (
+    "the server could not replay the history: following live events only; "
+    "what happened before is missing"
+)
 
 
 async def follow(
@@ -61,84 +70,88 @@ async def follow(
     sink: Sink,
     *,
     opener: Opener = RunEvents,
+    loader: SnapshotLoader = load_run,
     tick_interval: float = 0.1,
 ) -> ExitCode:
     """Follow until the run's outcome (`--run`) or for ever (`--project`). Raises the client's
     errors (AuthFailed, AccessRevoked, ServerUnavailable, ...) for the caller to map."""
-    cursor: int | None = 0 if target.from_start else None
-    policy = _ResyncPolicy(sink)
-    while True:
-        events = opener(
-            target.url,
-            token=target.token,
-            run_id=target.run_id,
-            project_id=target.project_id,
-            last_event_id=cursor,
-            **dict(target.client_options),
-        )
-        await events.__aenter__()  # raises AuthFailed, ServerUnavailable, ... (and cleans up)
-        sink.start()  # after the first auth: a refused token shows no empty view
-        ticker = asyncio.create_task(_tick(sink, tick_interval))
-        try:
-            return await _stream(events, cursor, target, state, sink, policy)
-        except _Reopen as reopen:
-            cursor = reopen.cursor
-        finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
-            await _close(events)
+    events = opener(
+        target.url,
+        token=target.token,
+        run_id=target.run_id,
+        project_id=target.project_id,
+        last_event_id=0 if target.from_start else None,
+        **dict(target.client_options),
+    )
+    await events.__aenter__()  # raises AuthFailed, ServerUnavailable, ... (and cleans up)
+    sink.start()  # after the first auth: a refused token shows no empty view
+    ticker = asyncio.create_task(_tick(sink, tick_interval))
+    try:
+        return await _stream(events, target, state, sink, loader)
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        await _close(events)
 
 
 async def _stream(
     events: RunEvents,
-    cursor: int | None,
     target: Target,
     state: WatchState,
     sink: Sink,
-    policy: _ResyncPolicy,
+    loader: SnapshotLoader,
 ) -> ExitCode:
+    warned_live = False
     while True:
         try:
             event = await anext(events)
-        except ResyncRequired as exc:
-            seen = events.last_event_id if events.last_event_id is not None else cursor
-            policy.resync(seen or 0, exc.oldest_event_id)
-            continue
+        except ResyncRequired:
+            if target.run_id is None:
+                if not warned_live:
+                    warned_live = True
+                    sink.warn(RESYNCED_LIVE)
+                continue
+            run = state.apply_snapshot(await _load(target, loader))
+            sink.warn(RESYNCED)  # also redraws the view from the new state
         except StopAsyncIteration:
             return ExitCode.INTERRUPTED  # closed under us: only on shutdown
-        notes = state.apply(event)
-        sink.event(event, notes)
-        if target.run_id is not None:
-            run = state.run(target.run_id)
-            if run is not None and run.finished:
-                return ExitCode.COMPLETED if run.status == "completed" else ExitCode.FAILED
+        else:
+            notes = state.apply(event)
+            sink.event(event, notes)
+            if target.run_id is None:
+                continue
+            found = state.run(target.run_id)
+            if found is None:
+                continue
+            run = found
+        if run.finished:
+            return ExitCode.COMPLETED if run.status == "completed" else ExitCode.FAILED
 
 
-class _ResyncPolicy:
-    """What to do on `resync.required` (see the module's docstring): follow on from the oldest
-    event the log holds, once; else go on live. Each is said once."""
-
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-        self.tried_oldest = False
-        self.warned_live = False
-
-    def resync(self, seen: int, oldest: int | None) -> None:
-        """Raises _Reopen to follow on from the log's oldest event; returns to go on live."""
-        if not self.tried_oldest and oldest is not None and oldest - 1 > seen:
-            self.tried_oldest = True
-            self.sink.warn(
-                f"the server's log no longer holds events #{seen + 1}–#{oldest - 1} (pruned): "
-                f"showing what it holds, from #{oldest} on; what happened before is missing"
+async def _load(target: Target, loader: SnapshotLoader) -> RunSnapshot:
+    """The run over REST, with the socket's URL, token and SSL context; a server that is
+    unavailable is retried as the socket would be."""
+    assert target.run_id is not None
+    options = dict(target.client_options)
+    retries = options.get("max_retries", 10)
+    backoff = Backoff(options.get("backoff_initial", 0.5), options.get("backoff_max", 30.0))
+    failures = 0
+    while True:
+        try:
+            return await asyncio.to_thread(
+                loader,
+                target.url,
+                token=target.token,
+                run_id=target.run_id,
+                ssl=options.get("ssl"),
+                timeout=options.get("open_timeout", 10.0),
             )
-            raise _Reopen(oldest - 1)
-        if not self.warned_live:
-            self.warned_live = True
-            self.sink.warn(
-                "the server cannot replay this history (too long, or pruned): "
-                "following live events only; what happened before is missing"
-            )
+        except ServerUnavailable as exc:
+            failures += 1
+            if retries is not None and failures > retries:
+                raise ServerUnavailable(exc.url, failures, exc.cause) from None
+            await asyncio.sleep(backoff.delay(failures - 1))
 
 
 async def _close(events: RunEvents) -> None:

@@ -12,6 +12,10 @@ What must stay true:
   run never seen created makes that run `running`, with what the event says about it.
 - An event whose payload the client could not type (a newer server) is counted and otherwise
   ignored: a watcher must not crash in the middle of a run because the server grew.
+- `apply_snapshot(run)` (the run as the REST API has it, loaded on `resync.required`) replaces
+  what the state knows of that run: it is newer than every event seen before it. Events that
+  come after it are folded in as usual; one that is older than the snapshot (it was already
+  queued on the socket) cannot move a finished stage or run back, by the rules above.
 """
 
 from __future__ import annotations
@@ -35,10 +39,28 @@ from ..catalogue import (
     StageStarted,
 )
 from ..events import Event
+from ..snapshot import RunSnapshot
 
 RunStatus = Literal["created", "running", "completed", "failed"]
 StageStatus = Literal["running", "completed", "failed"]
 ApprovalStatus = Literal["required", "granted", "denied"]
+# The REST API's statuses in the watcher's words; a status it does not know keeps the default.
+RUN_STATUSES: dict[str, RunStatus] = {
+    "created": "created",
+    "running": "running",
+    "completed": "completed",
+    "failed": "failed",
+}
+STAGE_STATUSES: dict[str, StageStatus] = {
+    "running": "running",
+    "completed": "completed",
+    "failed": "failed",
+}  # `pending` stages are not shown as bars: the view counts them as not started
+APPROVAL_STATUSES: dict[str, ApprovalStatus] = {
+    "pending": "required",
+    "granted": "granted",
+    "denied": "denied",
+}
 NoteKind = Literal[
     "run.started",
     "run.completed",
@@ -133,6 +155,12 @@ class Note:
 
 def _seconds(duration_ms: int) -> str:
     return f"{duration_ms / 1000:.1f} s"
+
+
+def _ms_between(start: datetime | None, end: datetime | None) -> int | None:
+    if start is None or end is None:
+        return None
+    return max(0, round((end - start).total_seconds() * 1000))
 
 
 def _size(size: int) -> str:
@@ -257,6 +285,62 @@ class WatchState:
                 f"approval {verb}: {approval.governance_type} by {payload.decided_by}{reason}",
             )
         return []  # a typed payload this watcher has no view of (none today)
+
+    def apply_snapshot(self, snapshot: RunSnapshot) -> RunState:
+        """Replace what is known of `snapshot`'s run by the snapshot (see the module's
+        docstring); the run's new state. Emits no notes: nothing happened, the watcher only
+        learned the present."""
+        run = self.runs[snapshot.id] = RunState(
+            snapshot.id,
+            snapshot.project_id,
+            status=RUN_STATUSES.get(snapshot.status, "running"),
+            name=snapshot.name,
+            stage_count=len(snapshot.stages),
+            error_code=snapshot.error_code,
+            last_event_id=self.runs[snapshot.id].last_event_id
+            if snapshot.id in self.runs
+            else None,
+        )
+        if run.status == "completed":
+            run.duration_ms = _ms_between(snapshot.started_at, snapshot.finished_at)
+        for stage in snapshot.stages:
+            status = STAGE_STATUSES.get(stage.status)
+            if status is None:
+                continue
+            run.stages[stage.id] = StageState(
+                stage.id,
+                stage.name,
+                stage.stage_index,
+                status=status,
+                progress=stage.progress,
+                items_processed=stage.items_processed,
+                items_total=stage.items_total,
+                status_message=stage.status_message or None,
+                duration_ms=(
+                    _ms_between(stage.started_at, stage.finished_at)
+                    if status == "completed"
+                    else None
+                ),
+                error_code=stage.error_code,
+            )
+            if status == "failed" and run.status == "failed" and run.failed_stage_id is None:
+                run.failed_stage_id = stage.id
+        run.artifacts = [
+            ArtifactState(a.id, a.name, a.kind, a.size_bytes, a.stage_id)
+            for a in snapshot.artifacts
+        ]
+        run.approvals = {
+            a.id: ApprovalState(
+                a.id,
+                a.governance_type,
+                APPROVAL_STATUSES.get(a.status, "required"),
+                priority=a.priority,
+                decided_by=a.decided_by,
+                reason_code=a.reason_code,
+            )
+            for a in snapshot.approvals
+        }
+        return run
 
     @staticmethod
     def _stage(
