@@ -30,10 +30,9 @@ import contextlib
 import json
 import logging
 import ssl as ssl_module
-import urllib.parse
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -49,9 +48,8 @@ from .errors import (
     ServerUnavailable,
 )
 from .events import Event, MalformedFrame, parse_event
-
-if TYPE_CHECKING:
-    from .snapshot import RunSnapshot
+from .snapshot import RunSnapshot, load_run
+from .urls import check_url
 
 logger = logging.getLogger("researchflow_client")
 # websockets logs every frame at DEBUG, and the `auth` frame carries the token: its logger for
@@ -73,34 +71,6 @@ class _Retry(Exception):
 
 class _Closed:
     """Queue marker: the stream ended without an error (the caller closed it)."""
-
-
-def check_url(url: str, ssl: ssl_module.SSLContext | None = None) -> str:
-    """`url` if the client can connect to it, else InvalidURL saying why."""
-    if not isinstance(url, str) or not url:
-        raise InvalidURL(str(url), "no URL given")
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 (raises ValueError for a bad port)
-    except ValueError as exc:
-        raise InvalidURL(url, f"cannot parse it ({exc})") from None
-    if parts.scheme not in ("ws", "wss"):
-        hint = (
-            " (http:// is the REST API; the socket is ws://…/ws)" if "http" in parts.scheme else ""
-        )
-        raise InvalidURL(url, f"the scheme must be ws:// or wss://{hint}")
-    if not parts.hostname:
-        raise InvalidURL(url, "no host")
-    if parts.username or parts.password:
-        raise InvalidURL(url, "credentials do not belong in the URL: pass token=")
-    query = urllib.parse.parse_qs(parts.query)
-    if any(key.lower() in ("token", "access_token", "auth") for key in query):
-        raise InvalidURL(
-            url, "a token does not belong in the URL (it would be logged): pass token="
-        )
-    if ssl is not None and parts.scheme != "wss":
-        raise InvalidURL(url, "an SSL context was given but the URL is ws://; use wss://")
-    return url
 
 
 def _names(given: Iterable[str] | None, known: Iterable[str], what: str) -> list[str] | None:
@@ -237,8 +207,6 @@ class RunEvents:
         """This stream's run as it is now, over the REST API, with the same URL, token, SSL
         context and `open_timeout` (`snapshot.load_run`, in a thread): what to do on
         `ResyncRequired`, before iterating on for the live events."""
-        from .snapshot import load_run  # snapshot imports this module
-
         if self.run_id is None:
             raise ValueError("load_run() is for a stream of one run (run_id=)")
         return await asyncio.to_thread(

@@ -39,8 +39,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .client import check_url
 from .errors import AuthFailed, ClientError, InvalidURL, ServerUnavailable
+from .urls import check_url
 
 # The socket's `auth.failed` message for a run it will not show: the same words, so a caller
 # cannot tell "unknown" from "not yours" over REST either.

@@ -18,8 +18,8 @@ from typing import TextIO
 
 from rich.console import Console
 
-from ..client import check_url
 from ..errors import AccessRevoked, AuthFailed, ClientError, InvalidURL, ServerUnavailable
+from ..urls import check_url
 from .exit_codes import HELP, ExitCode
 from .session import Target, follow
 from .sinks import JsonLines, LiveView, Sink
