@@ -20,7 +20,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.authtoken.models import Token
 
-from runs.api.permissions import is_object_id, visible_projects
+from runs.api.permissions import is_object_id, projects_visible_to
 
 from . import demo
 
@@ -30,7 +30,7 @@ from . import demo
 @never_cache  # per-user content: no shared caches, and no stale copy after logout
 def dashboard(request: HttpRequest) -> HttpResponse:
     user: Any = request.user
-    projects = list(visible_projects(user).order_by("name", "id"))
+    projects = list(projects_visible_to(user).order_by("name", "id"))
     config = {
         # The seed's VITE_WEBSOCKET_URL: a deployment may put /ws on another host.
         "websocketUrl": settings.WEBSOCKET_URL,
@@ -57,7 +57,7 @@ def start_demo_run(request: HttpRequest) -> HttpResponse:
     project_id = request.POST.get("project") or None
     if project_id is not None and (
         not is_object_id(project_id, "prj")
-        or not visible_projects(user).filter(pk=project_id).exists()
+        or not projects_visible_to(user).filter(pk=project_id).exists()
     ):
         return JsonResponse({"detail": "project not found"}, status=400)
 

@@ -34,8 +34,10 @@ def is_object_id(value: object, prefix: str | None = None) -> bool:
     return prefix is None or value.startswith(prefix + "_")
 
 
-def visible_projects(user: Any) -> QuerySet[Project]:
-    """The projects the user belongs to (any role); every project for staff."""
+def projects_visible_to(user: Any) -> QuerySet[Project]:
+    """The projects the user belongs to (any role); every project for staff. A QuerySet for
+    the REST API and the pages; a socket's own set (`Viewer.visible_projects`, a frozenset
+    narrowed by its scope) is a different thing."""
     if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
         return Project.objects.none()
     if user.is_staff:
@@ -47,13 +49,13 @@ def visible_project_ids(user: Any) -> QuerySet[Project, str] | None:
     """Ids of the visible projects as a subquery; None means all (staff)."""
     if getattr(user, "is_staff", False) and getattr(user, "is_active", False):
         return None
-    return visible_projects(user).values_list("id", flat=True)
+    return projects_visible_to(user).values_list("id", flat=True)
 
 
 def get_visible_project(user: Any, project_id: str) -> Project:
     if not is_object_id(project_id, "prj"):
         raise NotFound("project not found")
-    project = visible_projects(user).filter(pk=project_id).first()
+    project = projects_visible_to(user).filter(pk=project_id).first()
     if project is None:
         raise NotFound("project not found")
     return project

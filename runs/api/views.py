@@ -47,9 +47,9 @@ from .permissions import (
     WRITE_ROLES,
     get_visible_project,
     is_object_id,
+    projects_visible_to,
     require_role,
     visible_project_ids,
-    visible_projects,
 )
 from .throttles import LoginFailureThrottle
 
@@ -267,7 +267,7 @@ class TokenView(ApiView):
 
 def _projects_with_role(user: Any) -> QuerySet[Project]:
     role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")[:1]
-    return visible_projects(user).annotate(my_role=Subquery(role)).order_by("name", "id")
+    return projects_visible_to(user).annotate(my_role=Subquery(role)).order_by("name", "id")
 
 
 class ProjectListView(ApiView):
@@ -402,7 +402,7 @@ class RunListView(ApiView):
     )
     def post(self, request: Request) -> Response:
         data = _body(request, s.RunCreateSerializer)
-        project = visible_projects(request.user).filter(pk=data["projectId"]).first()
+        project = projects_visible_to(request.user).filter(pk=data["projectId"]).first()
         if project is None:
             raise field_error("projectId", "project not found")
         require_role(request.user, project, WRITE_ROLES, "create runs")
