@@ -435,10 +435,15 @@ def main() -> None:
     args = parser.parse_args()
     raise_nofile()
     close_timeout = args.close_timeout or args.seconds + 120
+    # The healthy clients (bench/_common.py's) never send the protocol's ping: the server closes
+    # a socket silent for WS_HEARTBEAT_TIMEOUT (600 s in BENCH_ENV) with 1001, which a run of
+    # several cycles outlasts. So the run's whole length, with room to spare.
+    run_seconds = args.cycles * (args.baseline_seconds + 2 * args.seconds + 300)
     env = {
         "METRICS_TOKEN": METRICS_TOKEN,
         "WS_RATE_LIMIT": "1000",
         "WS_CLOSE_TIMEOUT": str(close_timeout),
+        "WS_HEARTBEAT_TIMEOUT": str(max(600.0, run_seconds)),
     }
     if args.unbounded:
         env.update(UNBOUNDED)
