@@ -116,13 +116,13 @@ def install() -> None:
             return
         if self.writable.is_set():
             await original_send(self, message)  # written now: the wait does not suspend
-        else:
-            try:
-                _write_close(self, message.get("code", 1000), message.get("reason", "") or "")
-            except InvalidState:
-                raise ClientDisconnected() from None
-        if self.close_sent:
-            _bound_closing(self)
+            if self.close_sent:
+                _bound_closing(self)
+            return
+        try:
+            _write_close(self, message.get("code", 1000), message.get("reason", "") or "")
+        except InvalidState:
+            raise ClientDisconnected() from None
 
     def keepalive_timeout(self: Any) -> None:
         if not _is_open(self):
