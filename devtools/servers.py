@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,18 @@ class AppServer:
         with urllib.request.urlopen(req, timeout=15) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None
+
+    def event_ids(self, token: str, after: int = 0, **filters: str) -> list[int]:
+        """Ids of the logged events the token's user may see after `after` and matching
+        `filters` (`run=`, `project=`), in log order: every page of `GET /api/events/`."""
+        ids: list[int] = []
+        while True:
+            query = urllib.parse.urlencode({**filters, "after": after, "limit": 1000})
+            page = self.api("GET", f"/api/events/?{query}", token=token)
+            ids += [event["id"] for event in page["results"]]
+            if not page["next"]:
+                return ids
+            after = ids[-1]
 
     def token(self, username: str, password: str) -> str:
         return str(

@@ -60,18 +60,6 @@ def two_projects_in_different_shards(app: AppServer, token: str) -> tuple[str, s
     raise AssertionError("no two projects in different shards")
 
 
-def project_ids(app: AppServer, token: str, project: str, after: int) -> list[int]:
-    ids: list[int] = []
-    while True:
-        page = app.api(
-            "GET", f"/api/events/?after={after}&project={project}&limit=1000", token=token
-        )
-        ids += [e["id"] for e in page["results"]]
-        if not page["next"]:
-            return ids
-        after = ids[-1]
-
-
 def test_each_process_hears_only_its_sockets_shards_and_each_socket_gets_exactly_its_events(
     pair: tuple[AppServer, AppServer],
 ) -> None:
@@ -92,8 +80,8 @@ def test_each_process_hears_only_its_sockets_shards_and_each_socket_gets_exactly
         on_y = await authed(b.ws_url, admin, projectId=y)
         received_before = [sample(scrape(app, admin), RECEIVED) for app in (a, b)]
         await asyncio.to_thread(produce)
-        want_x = await asyncio.to_thread(project_ids, a, admin, x, baseline)
-        want_y = await asyncio.to_thread(project_ids, a, admin, y, baseline)
+        want_x = await asyncio.to_thread(a.event_ids, admin, baseline, project=x)
+        want_y = await asyncio.to_thread(a.event_ids, admin, baseline, project=y)
         got_x = [e["id"] for e in await read_events_until(on_x, want_x[-1])]
         got_y = [e["id"] for e in await read_events_until(on_y, want_y[-1])]
 
@@ -142,7 +130,7 @@ def test_a_socket_on_another_project_makes_a_process_hear_its_shard_too(
             ]
         ]
         got = [e["id"] for e in await read_events_until(everything, want[-1])]
-        want_y = await asyncio.to_thread(project_ids, a, admin, y, baseline)
+        want_y = await asyncio.to_thread(a.event_ids, admin, baseline, project=y)
         got_y = [e["id"] for e in await read_events_until(on_y, want_y[-1])]
         await everything.close()
         await on_y.close()

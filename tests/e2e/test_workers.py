@@ -72,16 +72,6 @@ async def read_events_until(ws: Any, last_id: int, limit: float = 20) -> list[di
     return events
 
 
-def logged_ids(app: AppServer, token: str, after: int) -> list[int]:
-    ids: list[int] = []
-    while True:
-        page = app.api("GET", f"/api/events/?after={after}&limit=1000", token=token)
-        ids += [e["id"] for e in page["results"]]
-        if not page["next"]:
-            return ids
-        after = ids[-1]
-
-
 def last_event_id(app: AppServer, token: str) -> int:
     return int(app.api("GET", "/api/events/?limit=1", token=token)["lastEventId"])
 
@@ -174,7 +164,7 @@ def test_two_workers_share_events_and_a_client_survives_losing_its_worker(
         # 1. Events caused through B's REST API reach the client on A, exactly once.
         run = await asyncio.to_thread(running_run, b, alice, project, "Across workers")
         await asyncio.to_thread(add_artifacts, b, alice, run["id"], 3)
-        expected = await asyncio.to_thread(logged_ids, b, alice, baseline)
+        expected = await asyncio.to_thread(b.event_ids, alice, baseline)
         assert len(expected) == 5  # run.created, run.started, 3 × artifact.created
         first = [e["id"] for e in await read_events_until(ws, expected[-1])]
         assert first == expected
@@ -200,7 +190,7 @@ def test_two_workers_share_events_and_a_client_survives_losing_its_worker(
         resumed = await authed(b.ws_url, alice, lastEventId=seen[-1])
         await asyncio.to_thread(producer.join, 20)
         assert not producer.is_alive()
-        everything = await asyncio.to_thread(logged_ids, b, alice, baseline)
+        everything = await asyncio.to_thread(b.event_ids, alice, baseline)
         after = [e["id"] for e in await read_events_until(resumed, everything[-1])]
         await resumed.close()
         return seen + after, everything, code, stats
@@ -252,7 +242,7 @@ def test_a_server_negotiates_compression_only_when_asked_and_closes_1001_on_sigt
             ws = await authed(app.ws_url, token)
             extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
             await asyncio.to_thread(running_run, app, token, project, "Going away")
-            expected = await asyncio.to_thread(logged_ids, app, token, baseline)
+            expected = await asyncio.to_thread(app.event_ids, token, baseline)
             got = [e["id"] for e in await read_events_until(ws, expected[-1], 10)]
             app.proc.send_signal(signal.SIGTERM)
             rest, code = await read_until_closed(ws)

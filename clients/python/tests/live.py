@@ -98,20 +98,6 @@ def in_background(target: Callable[[], None]) -> threading.Thread:
     return thread
 
 
-def logged_ids(app: AppServer, api_token: str, run_id: str) -> list[int]:
-    """Every id of the run's events in the server's log, in order."""
-    ids: list[int] = []
-    after = 0
-    while True:
-        page = app.api(
-            "GET", f"/api/events/?run={run_id}&after={after}&limit=1000", token=api_token
-        )
-        ids += [e["id"] for e in page["results"]]
-        if not page["next"]:
-            return ids
-        after = ids[-1]
-
-
 def wait_for(predicate: Callable[[], Any], limit: float = 20, step: float = 0.05) -> Any:
     deadline = time.monotonic() + limit
     while True:

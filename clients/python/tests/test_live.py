@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live import create_run, drive, in_background, logged_ids, token, wait_for
+from live import create_run, drive, in_background, token, wait_for
 
 from devtools.servers import AppServer, free_port
 from researchflow_client import (
@@ -60,7 +60,7 @@ def test_it_follows_a_run_to_the_end(app: AppServer) -> None:
         return got
 
     got = asyncio.run(scenario())
-    assert [e.id for e in got] == logged_ids(app, alice, run["id"])
+    assert [e.id for e in got] == app.event_ids(alice, run=run["id"])
     assert got[0].type == "run.created"
     assert isinstance(got[-1].payload, RunCompleted)
     assert got[-1].payload.stages_completed == 2
@@ -135,7 +135,7 @@ def test_a_server_restart_mid_run_loses_and_repeats_nothing(
             got += await asyncio.wait_for(follow_to_the_end(ev), 60)
         driver.join(30)
         assert not driver.errors  # type: ignore[attr-defined]
-        return got, logged_ids(b, alice, run["id"])
+        return got, b.event_ids(alice, run=run["id"])
 
     got, logged = asyncio.run(scenario())
     assert [e.id for e in got] == logged
@@ -362,5 +362,5 @@ def test_the_sync_wrapper_follows_a_run(daphne: AppServer) -> None:
                 break
         assert events.last_event_id == got[-1].id
     driver.join(30)
-    assert [e.id for e in got] == logged_ids(daphne, alice, run["id"])
+    assert [e.id for e in got] == daphne.event_ids(alice, run=run["id"])
     assert wait_for(lambda: not driver.is_alive(), 5)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from live import create_run, drive, logged_ids, token, wait_for
+from live import create_run, drive, token, wait_for
 from test_watch_cli import CLIENT_DIR, Watcher, no_secret, watch
 
 from devtools.servers import DEMO_PASSWORDS, AppServer
@@ -89,7 +89,7 @@ def test_its_json_output_is_one_event_per_line_with_the_ids_of_the_runs_log(
     frames = [json.loads(line) for line in watcher.out]  # every line one valid JSON object
     assert all(set(frame) == {"id", "type", "timestamp", "payload"} for frame in frames)
     assert all(frame["payload"]["runId"] == run["id"] for frame in frames)
-    assert ids(watcher.out) == logged_ids(app, alice, run["id"])  # none lost, none twice
+    assert ids(watcher.out) == app.event_ids(alice, run=run["id"])  # none lost, none twice
 
 
 def test_it_replays_a_run_that_already_ended_and_exits_at_once_with_its_outcome(
@@ -100,14 +100,14 @@ def test_it_replays_a_run_that_already_ended_and_exits_at_once_with_its_outcome(
     drive(daphne, alice, run, fail=True)
     w = watch("--url", daphne.ws_url, "--run", run["id"], "--json", token=alice, limit=15)
     assert w.code == 1
-    assert ids(w.out) == logged_ids(daphne, alice, run["id"])
+    assert ids(w.out) == daphne.event_ids(alice, run=run["id"])
     assert types(w.out)[0] == "run.created"
 
 
 def test_live_only_it_waits_for_the_next_event_instead_of_replaying(daphne: AppServer) -> None:
     alice = token(daphne)
     run = create_run(daphne, alice, "From now on")
-    before = logged_ids(daphne, alice, run["id"])
+    before = daphne.event_ids(alice, run=run["id"])
     watcher = connected(
         daphne, "--url", daphne.ws_url, "--run", run["id"], "--json", "--live-only", token=alice
     )
@@ -116,7 +116,7 @@ def test_live_only_it_waits_for_the_next_event_instead_of_replaying(daphne: AppS
         assert watcher.finish() == 0
     finally:
         watcher.stop()
-    assert ids(watcher.out) == [i for i in logged_ids(daphne, alice, run["id"]) if i > before[-1]]
+    assert ids(watcher.out) == [i for i in daphne.event_ids(alice, run=run["id"]) if i > before[-1]]
 
 
 def sockets(app: AppServer) -> int:
@@ -140,12 +140,6 @@ def connected(app: AppServer, *args: str, token: str) -> Watcher:
 # --- a project -----------------------------------------------------------------------------
 
 
-def project_ids(app: AppServer, api_token: str, project: str) -> list[int]:
-    page = app.api("GET", f"/api/events/?project={project}&limit=1000", token=api_token)
-    assert page["next"] is None
-    return [e["id"] for e in page["results"]]
-
-
 def test_on_a_project_it_follows_every_run_until_interrupted(daphne: AppServer) -> None:
     alice = token(daphne)
     old = create_run(daphne, alice, "Before")  # before the watcher: not shown (live only)
@@ -155,7 +149,8 @@ def test_on_a_project_it_follows_every_run_until_interrupted(daphne: AppServer) 
         runs = [create_run(daphne, alice, "Second"), create_run(daphne, alice, "Third")]
         drive(daphne, alice, runs[0])
         drive(daphne, alice, runs[1], fail=True)
-        want = [i for i in project_ids(daphne, alice, project) if i > old_ids(daphne, alice, old)]
+        last_old = old_ids(daphne, alice, old)
+        want = [i for i in daphne.event_ids(alice, project=project) if i > last_old]
         watcher.wait_until(lambda w: bool(w.out) and ids(w.out)[-1] >= want[-1])
         watcher.proc.send_signal(signal.SIGINT)
         assert watcher.finish(15) == 130
@@ -167,7 +162,7 @@ def test_on_a_project_it_follows_every_run_until_interrupted(daphne: AppServer) 
 
 
 def old_ids(app: AppServer, api_token: str, run: dict[str, Any]) -> int:
-    return max(logged_ids(app, api_token, run["id"]))
+    return max(app.event_ids(api_token, run=run["id"]))
 
 
 # --- refused: 3 ----------------------------------------------------------------------------
@@ -321,7 +316,7 @@ def test_on_an_ended_run_too_long_to_replay_it_loads_it_over_rest_and_exits_with
     app, alice = short_replay, token(short_replay)
     run = create_run(app, alice, "Long and over")
     drive(app, alice, run, progress_steps=10, fail=fail)
-    assert len(logged_ids(app, alice, run["id"])) > 20
+    assert len(app.event_ids(alice, run=run["id"])) > 20
     w = watch("--url", app.ws_url, "--run", run["id"], "--json", token=alice, limit=15)
     assert w.code == code
     assert w.out == []
@@ -339,7 +334,7 @@ def test_on_a_running_run_too_long_to_replay_it_loads_it_over_rest_then_follows_
         app.api(
             "POST", f"/api/stages/{run['stages'][0]['id']}/progress/", {"progress": percent}, alice
         )
-    before = logged_ids(app, alice, run["id"])
+    before = app.event_ids(alice, run=run["id"])
     assert len(before) > 20
     watcher = Watcher("--url", app.ws_url, "--run", run["id"], "--json", token=alice)
     try:
@@ -348,7 +343,7 @@ def test_on_a_running_run_too_long_to_replay_it_loads_it_over_rest_then_follows_
         assert watcher.finish() == 0
     finally:
         watcher.stop()
-    assert ids(watcher.out) == [i for i in logged_ids(app, alice, run["id"]) if i > before[-1]]
+    assert ids(watcher.out) == [i for i in app.event_ids(alice, run=run["id"]) if i > before[-1]]
     assert watcher.err == [RESYNCED]
 
 
