@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from devtools.generated import write_or_check
 from events.asyncapi import asyncapi_document
 
 TARGET = (
@@ -201,14 +202,7 @@ def _formatted(source: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    wanted = render()
-    if "--check" in argv:
-        if not TARGET.exists() or TARGET.read_text() != wanted:
-            print(f"{TARGET} is out of date: run python -m devtools.client_models")
-            return 1
-        return 0
-    TARGET.write_text(wanted)
-    return 0
+    return write_or_check(TARGET, render(), argv, "python -m devtools.client_models")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from devtools.generated import write_or_check
 from events.protocol import CLIENT_MESSAGES, ERROR_CODES, SERVER_MESSAGES
 from events.schemas import EVENT_CATEGORIES, EVENT_TYPES
 
@@ -109,15 +110,7 @@ def render(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    current = DOC.read_text()
-    wanted = render(current)
-    if "--check" in argv:
-        if wanted != current:
-            print("docs/protocol.md is out of date: run python -m devtools.protocol_doc")
-            return 1
-        return 0
-    DOC.write_text(wanted)
-    return 0
+    return write_or_check(DOC, render(DOC.read_text()), argv, "python -m devtools.protocol_doc")
 
 
 if __name__ == "__main__":
