@@ -110,6 +110,17 @@ def _server_has_connection(server_port: int, client_port: int) -> bool:
     return False
 
 
+async def _stalled_behind_a_replay(app: AppServer) -> tuple[list[int], ClientConnection]:
+    """EVENTS events published first, then a stalled socket resuming from just before them:
+    the replay fills its pipe at once. (The published ids, the socket.)"""
+    published = await asyncio.to_thread(publish, app, EVENTS, 0)
+    token = app.token("alice", DEMO_PASSWORDS["alice"])
+    ws = await open_socket(
+        app, token, stalled=True, lastEventId=published[0] - 1, eventCategories=["STAGE_EVENTS"]
+    )
+    return published, ws
+
+
 async def _read_to_the_end(ws: ClientConnection) -> tuple[list[int], int | None]:
     """(event ids, close code) of everything still to read; 1006 when no close frame came."""
     ids: list[int] = []
@@ -171,12 +182,8 @@ async def test_a_pong_stuck_behind_unread_frames_closes_the_socket_with_4008(
     keepalive_server: AppServer,
 ) -> None:
     app = keepalive_server
-    published = await asyncio.to_thread(publish, app, EVENTS, 0)
-    token = app.token("alice", DEMO_PASSWORDS["alice"])
     before = _metric(app, "researchflow_ws_slow_consumer_closes_total")
-    ws = await open_socket(
-        app, token, stalled=True, lastEventId=published[0] - 1, eventCategories=["STAGE_EVENTS"]
-    )
+    published, ws = await _stalled_behind_a_replay(app)
 
     await _until(
         lambda: _metric(app, "researchflow_ws_slow_consumer_closes_total") > before,
@@ -195,11 +202,7 @@ async def test_a_client_that_never_reads_again_is_reset_after_the_close_timeout(
     keepalive_server: AppServer,
 ) -> None:
     app = keepalive_server
-    published = await asyncio.to_thread(publish, app, EVENTS, 0)
-    token = app.token("alice", DEMO_PASSWORDS["alice"])
-    ws = await open_socket(
-        app, token, stalled=True, lastEventId=published[0] - 1, eventCategories=["STAGE_EVENTS"]
-    )
+    published, ws = await _stalled_behind_a_replay(app)
     client_port = ws.local_address[1]
     assert _server_has_connection(app.port, client_port)
 
