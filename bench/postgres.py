@@ -7,8 +7,9 @@ fsync on; see bench/_pg.py).
 
 Three workloads per cell, each writer on its own running stage, one transaction per change:
 - `plain`: `UPDATE runs_stage SET items_processed = …` in autocommit (the database's own rate);
-- `service`: `runs.services.report_progress` with its event switched off (the broadcaster is
-  replaced by a no-op in the writer processes);
+- `service`: `runs.services.report_progress` with its event switched off (in the writer
+  processes, the bus's combined change-and-log statement runs the change alone, and the
+  general path's broadcaster is a no-op);
 - `service+event`: `report_progress` as production runs it (the log row, and the sequencer's
   stamping after commit).
 Reported per workload: transactions/s (all writers), p50 and p99 latency, errors, and where the
@@ -88,9 +89,7 @@ def _writer(
     from runs import services
 
     if workload == "service":
-        from runs.broadcaster import run_event_broadcaster
-
-        run_event_broadcaster.broadcast_stage_progress = lambda data: None  # type: ignore[method-assign,assignment,return-value]
+        _switch_events_off()
     connection.ensure_connection()
     latencies: list[float] = []
     errors: list[str] = []
@@ -119,6 +118,60 @@ def _writer(
     cpu = time.process_time() - cpu_began
     connection.close()
     queue.put({"latencies": latencies, "errors": errors, "last": n, "cpu": cpu})
+
+
+def _switch_events_off() -> None:
+    """The `service` workload: the same statements without the event's log row."""
+    from events import bus, prepared
+    from runs.broadcaster import run_event_broadcaster
+
+    run_event_broadcaster.broadcast_stage_progress = lambda data: None  # type: ignore[method-assign,assignment,return-value]
+
+    def change_only(change_sql: str, change_params: Any, *args: Any, **kwargs: Any) -> Any:
+        from django.db import connection
+
+        row = prepared.cursor(connection).fetch_one(change_sql, change_params)
+        return None if row is None else (tuple(row) + (None,) * 3, None)
+
+    bus.event_bus.publish_with_change = change_only  # type: ignore[method-assign]
+
+
+def _statements_reset() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_statements_reset()")
+
+
+def _statements(limit: int = 8) -> list[dict[str, Any]]:
+    """The costliest statements since the last reset (pg_stat_statements): per call, planning
+    and execution time, rows, WAL bytes, buffers dirtied."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT calls, total_plan_time, total_exec_time, rows, wal_bytes,
+                   shared_blks_dirtied, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+            FROM pg_stat_statements
+            WHERE calls > 0 AND query NOT LIKE '%%pg_stat_statements%%'
+            ORDER BY total_plan_time + total_exec_time DESC LIMIT %s
+            """,
+            [limit],
+        )
+        rows = cursor.fetchall()
+    return [
+        {
+            "calls": calls,
+            "plan_us": round(plan / calls * 1000, 1),
+            "exec_us": round(exe / calls * 1000, 1),
+            "rows": round(nrows / calls, 2),
+            "wal_bytes": round(float(wal) / calls),
+            "dirtied": round(dirtied / calls, 2),
+            "query": query,
+        }
+        for calls, plan, exe, nrows, wal, dirtied, query in rows
+    ]
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -196,10 +249,17 @@ def _postmaster_pid() -> int:
 
 
 def _cell(
-    workload: str, stage_ids: list[str], seconds: float, base: int, postmaster: int
+    workload: str,
+    stage_ids: list[str],
+    seconds: float,
+    base: int,
+    postmaster: int,
+    statements: bool = False,
 ) -> dict[str, Any]:
     from django.db import connections
 
+    if statements:
+        _statements_reset()
     connections.close_all()
     _settle(postmaster)
     ctx = multiprocessing.get_context("fork")
@@ -217,6 +277,7 @@ def _cell(
         proc.join(30)
     _settle(postmaster)
     server_cpu = _server_cpu(postmaster) - server_began
+    account = _statements() if statements else None
     latencies = [x for r in results for x in r["latencies"]]
     errors = [e for r in results for e in r["errors"]]
     done = max(1, len(latencies))
@@ -232,6 +293,7 @@ def _cell(
         "pg_cpu_us": round(pg_cpu_us),
         "cpu_ceiling": round((os.cpu_count() or 1) / ((client_cpu_us + pg_cpu_us) / 1e6)),
         "_last": max(r["last"] for r in results),
+        **({"statements": account} if account is not None else {}),
     }
 
 
@@ -257,12 +319,19 @@ def main() -> None:
     parser.add_argument("--writers", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--modes", nargs="+", default=["one-project", "across-projects"])
     parser.add_argument("--no-fsync", action="store_true", help="fsync=off (not production)")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="print a per-statement account of each cell (pg_stat_statements)",
+    )
     args = parser.parse_args()
 
     import tempfile
 
     with (
-        BenchPostgres(durable=not args.no_fsync, max_connections=100) as pg,
+        BenchPostgres(
+            durable=not args.no_fsync, max_connections=100, statements=args.statements
+        ) as pg,
         tempfile.TemporaryDirectory(prefix="rf-benchvar-") as var,
     ):
         env = dict(os.environ, DATABASE_URL=pg.url, RESEARCHFLOW_VAR_DIR=var, REDIS_URL="")
@@ -275,6 +344,11 @@ def main() -> None:
         )
         _setup_django(pg.url, var)
         postmaster = _postmaster_pid()
+        if args.statements:
+            from django.db import connection
+
+            with connection.cursor() as cursor:
+                cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         from _common import emit_json, machine_info
 
         results: dict[str, Any] = {}
@@ -284,7 +358,9 @@ def main() -> None:
                 stage_ids = _stages(writers, across=mode == "across-projects")
                 row: dict[str, Any] = {}
                 for workload in WORKLOADS:
-                    cell = _cell(workload, stage_ids, args.seconds, base, postmaster)
+                    cell = _cell(
+                        workload, stage_ids, args.seconds, base, postmaster, args.statements
+                    )
                     base = cell.pop("_last") + 1
                     row[workload] = cell
                 plain = row["plain"]["txn_per_s"] or float("nan")
@@ -305,6 +381,15 @@ def main() -> None:
                     + f"  p99 ratio {row['event_p99_vs_plain_p99']}",
                     flush=True,
                 )
+                for workload in WORKLOADS:
+                    for st in row[workload].get("statements", ()):
+                        print(
+                            f"    {workload:14} {st['calls']:7} calls  plan {st['plan_us']:7.1f}"
+                            f"  exec {st['exec_us']:7.1f} us  rows {st['rows']:5}  "
+                            f"wal {st['wal_bytes']:5} B  dirtied {st['dirtied']:5}  "
+                            f"{st['query']}",
+                            flush=True,
+                        )
         log = _log_check()
         print(f"log: {log}", flush=True)
         emit_json(

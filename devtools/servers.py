@@ -98,9 +98,12 @@ class PostgresServer:
     Tests want it fast (`durable=False`: no fsync, no synchronous commit); benchmarks want it
     as production runs it (`durable=True`: a commit's cost includes its WAL flush)."""
 
-    def __init__(self, *, durable: bool = False, max_connections: int = 200) -> None:
+    def __init__(
+        self, *, durable: bool = False, max_connections: int = 200, options: str = ""
+    ) -> None:
         self.durable = durable
         self.max_connections = max_connections
+        self.options = options  # more `-c name=value` server settings
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="rf-pg-"))
         self.data = self.dir / "data"
@@ -150,7 +153,7 @@ class PostgresServer:
                 if self.durable
                 else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             )
-            + f"-c max_connections={self.max_connections}",
+            + f"-c max_connections={self.max_connections} {self.options}",
             "start",
         )
         env = dict(os.environ, PGPASSWORD="rf")

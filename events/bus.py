@@ -16,11 +16,12 @@ that hears only that shard follows (`prev_id`, the position before, is the globa
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ from asgiref.sync import async_to_sync
 from django.db import connections, transaction
 from django.utils import timezone
 
-from . import metrics, phi, sequencer
+from . import metrics, phi, prepared, sequencer, stamper
 from .models import Event
 from .record import LoggedEvent, encode_frame
 from .schemas import (
@@ -72,15 +73,29 @@ def _log_heads(cursor: Any, shard: int) -> tuple[int, int | None]:
     return int(head), None if shard_head is None else int(shard_head)
 
 
+def _record(
+    event_type: str, data: dict[str, Any], at: datetime | None
+) -> tuple[LoggedEvent, datetime]:
+    """The record of a checked payload (not yet logged), and its creation time."""
+    created_at = at or timezone.now()
+    project_id = data["projectId"]
+    record = LoggedEvent(
+        id=0,
+        prev_id=None,
+        type=event_type,
+        project_id=project_id,
+        run_id=data.get("runId", ""),
+        timestamp=iso_timestamp(created_at),
+        payload=data,
+        frame="",
+        stage_id=data.get("stageId", ""),
+        shard=shard_of(project_id),
+    )
+    return record, created_at
+
+
 def _insert_event(
-    cursor: Any,
-    event_type: str,
-    project_id: str,
-    shard: int,
-    run_id: str,
-    payload: dict[str, Any],
-    created_at: datetime,
-    position: int | None,
+    cursor: Any, record: LoggedEvent, created_at: datetime, position: int | None
 ) -> int:
     """INSERT … RETURNING id, values prepared as the model's own fields would (JSON, datetimes).
 
@@ -90,15 +105,67 @@ def _insert_event(
     connection = cursor.db
     params = [
         position,
-        event_type,
-        project_id,
-        shard,
-        run_id,
-        _payload_param(payload, connection),
+        record.type,
+        record.project_id,
+        record.shard,
+        record.run_id,
+        _payload_param(record.payload, connection),
         _CREATED_AT_FIELD.get_db_prep_save(created_at, connection),
     ]
     cursor.execute(_INSERT_SQL, params)
     return int(cursor.fetchone()[0])
+
+
+_INSERT_MANY_SQL = (
+    f"INSERT INTO {Event._meta.db_table} "  # noqa: S608 (constants)
+    "(type, project_id, shard, run_id, payload, created_at) "
+    "SELECT t, p, s, r, j, c FROM unnest("
+    "%s::varchar[], %s::varchar[], %s::smallint[], %s::varchar[], %s::jsonb[], "
+    "%s::timestamptz[]) WITH ORDINALITY AS rows (t, p, s, r, j, c, n) ORDER BY n "
+    "RETURNING id"
+)
+
+
+def _insert_events_pg(connection: Any, records: list[tuple[LoggedEvent, datetime]]) -> None:
+    """One INSERT for a batch of unpositioned rows. Row ids come from one sequence in the
+    order the rows are inserted (ORDER BY n), so the sorted ids are the batch's ids in its
+    order — and the stamping positions rows in id order."""
+    columns: list[list[Any]] = [[], [], [], [], [], []]
+    for record, created_at in records:
+        for column, value in zip(
+            columns,
+            (
+                record.type,
+                record.project_id,
+                record.shard,
+                record.run_id,
+                orjson.dumps(record.payload).decode(),
+                created_at,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    rows = prepared.cursor(connection).fetch_all(_INSERT_MANY_SQL, columns)
+    for (record, _created_at), pk in zip(records, sorted(int(r[0]) for r in rows), strict=True):
+        record.pk = pk
+
+
+@functools.cache
+def _with_change_sql(change_sql: str, fill: tuple[tuple[str, str], ...]) -> str:
+    """`publish_with_change`'s statement: the caller's UPDATE … RETURNING as a writable CTE,
+    and the log row INSERTed from the row it changed (none if it changed none). One per
+    (change, fill), so a prepared statement is reused."""
+    payload = "%s::jsonb"
+    if fill:
+        pairs = ", ".join(f"'{field}', change.{column}" for field, column in fill)
+        payload += f" || jsonb_strip_nulls(jsonb_build_object({pairs}))"
+    return (
+        f"WITH change AS ({change_sql}), "  # noqa: S608 (the caller's constant SQL)
+        f"logged AS (INSERT INTO {Event._meta.db_table} "
+        "(type, project_id, shard, run_id, payload, created_at) "
+        f"SELECT %s, %s, %s, %s, {payload}, %s FROM change RETURNING id) "
+        "SELECT change.*, logged.id FROM change CROSS JOIN logged"
+    )
 
 
 def _payload_param(payload: dict[str, Any], connection: Any) -> Any:
@@ -134,43 +201,6 @@ _HEADS_SQL = (
 )
 
 
-def _unpositioned(connection: Any) -> list[LoggedEvent]:
-    """The records this connection logged on PostgreSQL that wait for their position.
-
-    Only the current transaction's records matter. With no on-commit hook registered yet,
-    whatever is listed came from transactions (or savepoints) that rolled back: forget it.
-    """
-    pending: list[LoggedEvent] | None = getattr(connection, "_rf_unpositioned", None)
-    if pending is None:
-        pending = []
-        connection._rf_unpositioned = pending
-    elif not connection.run_on_commit:
-        pending.clear()
-    return pending
-
-
-def _assign_positions(record: LoggedEvent) -> None:
-    """After commit, on PostgreSQL: stamp, then give every record of the committed transaction
-    its position and frame (the first hook of a commit does it for all; the rest find theirs
-    set). A listed row that is not found was rolled back with a savepoint."""
-    connection = connections["default"]
-    pending = list(getattr(connection, "_rf_unpositioned", ()) or ())
-    if not any(item is record for item in pending):
-        pending.append(record)
-    positions = sequencer.stamp([r.pk for r in pending])
-    for item in pending:
-        stamped = positions.get(item.pk)
-        if stamped is not None:
-            position, item.shard_prev = stamped
-            item.id, item.prev_id = position, position - 1
-            item.frame = encode_frame(position, item.type, item.timestamp, item.payload)
-    connection._rf_unpositioned = []  # type: ignore[attr-defined]
-    if not record.id:
-        # Not stamped (it cannot be missing: its hook ran, so it committed). The hubs' log
-        # check stamps and delivers it; nothing to hand on from here.
-        raise RuntimeError("event log row committed but not positioned; the log check will")
-
-
 class EventBus:
     def __init__(self) -> None:
         self._handlers: dict[str, list[Handler]] = {}
@@ -187,6 +217,119 @@ class EventBus:
         Raises InvalidEvent (schema) or PHIRejected (guard), both EventRejected, before
         anything is written. Call it inside the transaction that makes the change.
         """
+        data = self.checked(event_type, payload)
+        record, created_at = _record(event_type, data, at)
+        # No savepoint when nested in the caller's transaction. The row belongs to the caller's
+        # change: if writing it fails, that transaction must not commit without it, so it is
+        # marked for rollback rather than rolled back to a savepoint the caller could carry on
+        # from (and a savepoint would be a seventh of the publish path's cost for nothing).
+        with transaction.atomic(savepoint=False):
+            connection = connections["default"]
+            # One cursor for both statements (each Django cursor has a set-up cost).
+            with connection.cursor() as cursor:
+                if connection.vendor == "postgresql":
+                    # No position and no lock here: the stamper positions it after commit.
+                    record.pk = _insert_event(cursor, record, created_at, None)
+                else:
+                    # SQLite's writers are serialised (IMMEDIATE): the head cannot move under us.
+                    head, shard_head = _log_heads(cursor, record.shard)
+                    record.id, record.prev_id = head + 1, head
+                    record.shard_prev = shard_head
+                    record.pk = _insert_event(cursor, record, created_at, record.id)
+                    record.frame = encode_frame(record.id, event_type, record.timestamp, data)
+            transaction.on_commit(lambda: self._committed(record), robust=True)
+        return record
+
+    def publish_many(
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], *, at: datetime | None = None
+    ) -> list[LoggedEvent]:
+        """Validate and guard every `(event type, payload)` first, then log them all in the
+        caller's transaction (or one of their own) and hand them on at its commit, in the
+        given order: their positions follow it. All or nothing: one refused event
+        (EventRejected) and none is written.
+
+        On PostgreSQL the rows go in one INSERT (one round trip for the batch); on SQLite,
+        whose writers are serialised anyway, one INSERT each."""
+        checked = [self.checked(event_type, payload) for event_type, payload in events]
+        records = [_record(t, data, at) for (t, _p), data in zip(events, checked, strict=True)]
+        if not records:
+            return []
+        with transaction.atomic(savepoint=False):
+            connection = connections["default"]
+            if connection.vendor == "postgresql":
+                _insert_events_pg(connection, records)
+            else:
+                with connection.cursor() as cursor:
+                    head, _shard_head = _log_heads(cursor, records[0][0].shard)
+                    shard_heads: dict[int, int | None] = {}
+                    for offset, (record, created_at) in enumerate(records, start=1):
+                        if record.shard not in shard_heads:
+                            shard_heads[record.shard] = _log_heads(cursor, record.shard)[1]
+                        record.id, record.prev_id = head + offset, head + offset - 1
+                        record.shard_prev = shard_heads[record.shard]
+                        shard_heads[record.shard] = record.id
+                        record.pk = _insert_event(cursor, record, created_at, record.id)
+                        record.frame = encode_frame(
+                            record.id, record.type, record.timestamp, record.payload
+                        )
+            for record, _created_at in records:
+                transaction.on_commit(functools.partial(self._committed, record), robust=True)
+        return [record for record, _created_at in records]
+
+    def publish_with_change(
+        self,
+        change_sql: str,
+        change_params: Sequence[Any],
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        fill: Sequence[tuple[str, str]] = (),
+        at: datetime | None = None,
+    ) -> tuple[tuple[Any, ...], LoggedEvent] | None:
+        """PostgreSQL: a change and its event's log row in one statement, so a change made
+        outside any transaction is one autocommit round trip and one commit.
+
+        `change_sql` is an `UPDATE … RETURNING …` (with `%s` placeholders for
+        `change_params`); the event is logged only if it changed a row. `payload` is
+        validated and guarded as `publish()` does, before anything is written; then each
+        `(field, column)` of `fill` sets that payload field from the changed row's returned
+        column (skipped when NULL). Fill only from columns that cannot carry new free text:
+        values the same guard checked when they were written, or numbers.
+
+        Returns (the changed row's returned columns, the record), or None when the change
+        matched no row (nothing written). Hands the event on at commit, like `publish()`.
+        """
+        connection = connections["default"]
+        if connection.vendor != "postgresql":
+            raise RuntimeError("publish_with_change needs PostgreSQL (writable CTEs)")
+        data = self.checked(event_type, payload)
+        record, created_at = _record(event_type, data, at)
+        params = [
+            *change_params,
+            event_type,
+            record.project_id,
+            record.shard,
+            record.run_id,
+            _payload_param(data, connection),
+            _CREATED_AT_FIELD.get_db_prep_save(created_at, connection),
+        ]
+        statement = _with_change_sql(change_sql, tuple(fill))
+        row = prepared.cursor(connection).fetch_one(statement, params)
+        if row is None:
+            return None
+        *changed, pk = row
+        record.pk = int(pk)
+        for (field, _column), value in zip(
+            fill, changed[-len(fill) :] if fill else (), strict=True
+        ):
+            if value is not None:
+                data[field] = value
+        transaction.on_commit(lambda: self._committed(record), robust=True)
+        return tuple(changed), record
+
+    def checked(self, event_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The payload as it will be logged: validated (InvalidEvent) and guarded
+        (PHIRejected), with metrics and a log line naming fields and categories only."""
         try:
             model = validate_payload(event_type, payload)
         except InvalidEvent:
@@ -194,7 +337,7 @@ class EventBus:
                 type=event_type if event_type in CATEGORY_OF else "unknown"
             ).inc()
             raise
-        data = model.model_dump(by_alias=True, exclude_none=True)
+        data: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True)
         findings = phi.scan(data)
         if findings:
             for finding in findings:
@@ -204,53 +347,24 @@ class EventBus:
                 "PHI guard refused %s: %s", event_type, ", ".join(str(f) for f in findings)
             )
             raise PHIRejected(event_type, findings)
-        created_at = at or timezone.now()
-        project_id, run_id = data["projectId"], data.get("runId", "")
-        shard = shard_of(project_id)
-        # No savepoint when nested in the caller's transaction. The row belongs to the caller's
-        # change: if writing it fails, that transaction must not commit without it, so it is
-        # marked for rollback rather than rolled back to a savepoint the caller could carry on
-        # from (and a savepoint would be a seventh of the publish path's cost for nothing).
-        with transaction.atomic(savepoint=False):
-            connection = connections["default"]
-            timestamp = iso_timestamp(created_at)
-            record = LoggedEvent(
-                id=0,
-                prev_id=None,
-                type=event_type,
-                project_id=project_id,
-                run_id=run_id,
-                timestamp=timestamp,
-                payload=data,
-                frame="",
-                stage_id=data.get("stageId", ""),
-                shard=shard,
-            )
-            # One cursor for both statements (each Django cursor has a set-up cost).
-            with connection.cursor() as cursor:
-                if connection.vendor == "postgresql":
-                    # No position and no lock here: the sequencer stamps it after commit.
-                    unpositioned = _unpositioned(connection)
-                    record.pk = _insert_event(
-                        cursor, event_type, project_id, shard, run_id, data, created_at, None
-                    )
-                    unpositioned.append(record)
-                else:
-                    # SQLite's writers are serialised (IMMEDIATE): the head cannot move under us.
-                    head, shard_head = _log_heads(cursor, shard)
-                    record.pk = _insert_event(
-                        cursor, event_type, project_id, shard, run_id, data, created_at, head + 1
-                    )
-                    record.id, record.prev_id = head + 1, head
-                    record.shard_prev = shard_head
-                    record.frame = encode_frame(record.id, event_type, timestamp, data)
-            transaction.on_commit(lambda: self._committed(record), robust=True)
-        return record
+        return data
+
+    def flush(self, timeout: float = stamper.EXIT_FLUSH_TIMEOUT) -> bool:
+        """Wait until every event this process committed so far was handed on (PostgreSQL:
+        positioned first, off the committing thread; SQLite: already done at commit). For
+        code that needs an event's position now, and for the exit path. False on timeout."""
+        return stamper.flush(timeout)
 
     def _committed(self, record: LoggedEvent) -> None:
-        if not record.id:
-            _assign_positions(record)
         record.committed_at = time.time()
+        if record.id:
+            self._deliver(record)
+        else:
+            # PostgreSQL: positioned by this process's stamper, which then delivers it.
+            stamper.stamper(self._deliver).submit(record)
+
+    def _deliver(self, record: LoggedEvent) -> None:
+        """A committed, positioned record to the sinks, then to in-process subscribers."""
         metrics.EVENTS_PUBLISHED.labels(type=record.type).inc()
         for sink in self._sinks:
             try:

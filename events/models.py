@@ -40,10 +40,14 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["position"]
+        # Every index here is paid for by every event twice on PostgreSQL (its INSERT, and
+        # the stamping's UPDATE, which cannot be HOT as `position` is indexed): each serves a
+        # reader. position: the log and `?after=`; (project, position) and (run, position):
+        # resume and the REST filters; (shard, position): a hub's gap repair; unpositioned:
+        # the stamping's scan. Retention finds its boundary by position (prune_events).
         indexes = [
             models.Index(fields=["project_id", "position"], name="event_project_position"),
             models.Index(fields=["run_id", "position"], name="event_run_position"),
-            models.Index(fields=["created_at"], name="event_created_at"),
             models.Index(fields=["shard", "position"], name="event_shard_position"),
             # What the sequencer scans: only rows still waiting for a position (few, briefly).
             models.Index(

@@ -44,6 +44,7 @@ from collections.abc import Iterable
 
 from django.db import connections
 
+from . import prepared
 from .models import Event, EventLogState
 
 # Arbitrary constant for pg_advisory_xact_lock: one stamping at a time, per database.
@@ -82,9 +83,7 @@ def stamp(own: Iterable[int] = (), using: str = "default") -> dict[int, tuple[in
     if connection.in_atomic_block:
         raise RuntimeError("sequencer.stamp() runs its own transaction: call it after commit")
     ids = [int(pk) for pk in own]
-    with connection.cursor() as cursor:
-        cursor.execute(_STAMP, [ids])
-        return {
-            int(pk): (int(pos), None if prev is None else int(prev))
-            for pk, pos, prev in cursor.fetchall()
-        }
+    return {
+        int(pk): (int(pos), None if prev is None else int(prev))
+        for pk, pos, prev in prepared.cursor(connection).fetch_all(_STAMP, [ids])
+    }

@@ -32,13 +32,14 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from events import phi
+from events.bus import event_bus
 from events.schemas import CHECKSUM_RE, ErrorCode, GovernanceType, Priority, ReasonCode
 from runs.broadcaster import run_event_broadcaster
 
@@ -94,13 +95,23 @@ def is_transient(exc: BaseException) -> bool:
 
 def transition(fn: Callable[P, R]) -> Callable[P, R]:
     """`transaction.atomic`, plus the bounded retry of transient conflicts described above."""
+    return _retried(fn, savepoint=True)
 
+
+def _retrying(fn: Callable[P, R]) -> Callable[P, R]:
+    """The same retry for a change that is one statement, atomic by itself: no transaction
+    of its own outside a caller's (autocommit), and no savepoint inside one (a failure marks
+    the caller's transaction for rollback, as the bus's log write does)."""
+    return _retried(fn, savepoint=False)
+
+
+def _retried(fn: Callable[P, R], *, savepoint: bool) -> Callable[P, R]:
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         if transaction.get_connection().in_atomic_block:
             # The caller's transaction is aborted as a whole: only the caller can retry it.
             try:
-                with transaction.atomic():
+                with transaction.atomic(savepoint=savepoint):
                     return fn(*args, **kwargs)
             except DatabaseError as exc:
                 if is_transient(exc):
@@ -108,13 +119,18 @@ def transition(fn: Callable[P, R]) -> Callable[P, R]:
                 raise
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
+                if not savepoint:
+                    return fn(*args, **kwargs)
                 with transaction.atomic():
                     return fn(*args, **kwargs)
-            except DatabaseError as exc:
-                if not is_transient(exc):
+            except (DatabaseError, ServiceBusy) as exc:
+                # ServiceBusy here is a nested change's transient conflict: this whole
+                # transaction is the one to try again.
+                cause = exc.__cause__ if isinstance(exc, ServiceBusy) else exc
+                if not isinstance(cause, BaseException) or not is_transient(cause):
                     raise
                 if attempt == RETRY_ATTEMPTS:
-                    raise ServiceBusy() from exc
+                    raise ServiceBusy() from cause
             time.sleep(random.uniform(0, RETRY_BASE_DELAY * 2**attempt))
         raise AssertionError("unreachable")
 
@@ -352,7 +368,6 @@ def _progress_params(
     ]
 
 
-@transition
 def report_progress(
     stage_id: str,
     progress: int,
@@ -360,20 +375,192 @@ def report_progress(
     items_total: int | None = None,
     status_message: str | None = None,
 ) -> Stage:
-    """Stage progress, the most frequent change: one conditional UPDATE … RETURNING and the log
-    INSERT. It bypasses `post_save`, so it sends its `stage.progress` event itself. A report
-    that changes nothing is accepted and logs nothing (as a `save()` of unchanged fields).
+    """Stage progress, the most frequent change. A report that changes nothing is accepted
+    and logs nothing (as a `save()` of unchanged fields). It bypasses `post_save`, so it
+    logs its `stage.progress` event itself, as Zulip's `do_*` actions send theirs.
 
-    The UPDATE's row lock on the stage is the only lock it takes. The run's state is read, not
+    The one lock it takes is the UPDATE's row lock on the stage. The run's state is read, not
     locked: a stage can be running only while its run runs (a run that fails takes its running
     stages with it, locking each, so a report racing with it either lands before — and the
     stage then fails — or re-reads the failed stage and is refused).
+
+    On PostgreSQL the change and its log row are one statement (`_lean_progress`): outside a
+    caller's transaction, one autocommit round trip and one commit. Anything it cannot decide
+    (an illegal or empty report, a stage renamed since this process cached its names) takes
+    the general path, which reads the rows and says why.
     """
     if isinstance(progress, bool) or not isinstance(progress, int) or not 0 <= progress <= 100:
         raise ValueError("progress: must be an integer from 0 to 100")
     for field, value in (("itemsProcessed", items_processed), ("itemsTotal", items_total)):
-        if value is not None and (isinstance(value, bool) or value < 0):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
             raise ValueError(f"{field}: must be >= 0")
+    if transaction.get_connection().vendor == "postgresql":
+        stage = _retrying(_lean_progress)(
+            stage_id, progress, items_processed, items_total, status_message
+        )
+        if stage is not None:
+            return stage
+        _STAGE_NAMES.pop(stage_id, None)  # re-read on the next report, in case it was stale
+    return _report_progress(stage_id, progress, items_processed, items_total, status_message)
+
+
+@transition
+def report_progress_many(reports: Iterable[Mapping[str, Any]]) -> list[Stage]:
+    """Many progress reports in one transaction: one commit and one stamping for the batch,
+    for a worker that reports many items at once. Each report is a mapping with `stageId`,
+    `progress` and optionally `itemsProcessed`, `itemsTotal`, `statusMessage`, and is applied
+    as `report_progress` applies it, in the given order (their events' positions follow it).
+    All or nothing: an illegal or refused report rolls the whole batch back."""
+    stages = []
+    for index, report in enumerate(reports):
+        stage_id = report.get("stageId")
+        if not isinstance(stage_id, str):
+            raise ValueError(f"reports[{index}].stageId: required")
+        stages.append(
+            report_progress(
+                stage_id,
+                report.get("progress"),  # type: ignore[arg-type]  # validated there
+                report.get("itemsProcessed"),
+                report.get("itemsTotal"),
+                report.get("statusMessage"),
+            )
+        )
+    return stages
+
+
+def _scan_status(run_name: str, stage_name: str, status_message: str | None) -> None:
+    """Each label passed the guard alone; a reader sees run name, stage name and status side
+    by side, so they are checked together (the event itself carries only the last two, which
+    the bus checks together too)."""
+    if not status_message:
+        return
+    categories = phi.scan_texts([run_name, stage_name, status_message])
+    if categories:
+        raise ValueError(
+            "statusMessage: read together with the run and stage names, contains possible "
+            f"PHI ({', '.join(categories)}); remove patient identifiers"
+        )
+
+
+# stage id -> (run id, project id, stage name, stage position, run name): what a progress event
+# names besides the numbers, none of which changes while a stage runs. Only a hint: the lean
+# statement changes the stage only if all of it still holds (a rename makes it match nothing,
+# and the general path re-reads). Bounded: cleared when full.
+_STAGE_NAMES: dict[str, tuple[str, str, str, int, str]] = {}
+_STAGE_NAMES_MAX = 10_000
+
+
+def _stage_names(stage_id: str) -> tuple[str, str, str, int, str] | None:
+    names = _STAGE_NAMES.get(stage_id)
+    if names is None:
+        found = (
+            Stage.objects.filter(pk=stage_id)
+            .values_list("run_id", "run__project_id", "name", "position", "run__name")
+            .first()
+        )
+        if found is None:
+            return None
+        if len(_STAGE_NAMES) >= _STAGE_NAMES_MAX:
+            _STAGE_NAMES.clear()
+        names = _STAGE_NAMES[stage_id] = found
+    return names
+
+
+_STAGE_TABLE = Stage._meta.db_table
+# The lean statement's change: the stage moves if the report is legal, changes something, and
+# the names the event will carry are still the stage's and its run's. Parameters: see
+# _lean_params. RETURNING the stage's columns (for the Stage it returns) and the three the
+# event fills in from the row (a report may omit them; they then keep their stored values,
+# which the guard checked when they were written).
+_LEAN_PROGRESS_SQL = f"""
+UPDATE {_STAGE_TABLE} AS s SET
+    progress = %s,
+    items_processed = COALESCE(CAST(%s AS bigint), s.items_processed),
+    items_total = COALESCE(CAST(%s AS bigint), s.items_total),
+    status_message = COALESCE(CAST(%s AS varchar), s.status_message)
+FROM {Run._meta.db_table} AS r
+WHERE s.id = %s
+  AND r.id = s.run_id
+  AND r.status = '{RunStatus.RUNNING.value}'
+  AND s.status = '{StageStatus.RUNNING.value}'
+  AND s.name = %s AND s.position = %s AND r.name = %s AND r.project_id = %s
+  AND s.progress <= %s
+  AND (CAST(%s AS bigint) IS NULL OR COALESCE(s.items_processed, 0) <= %s)
+  AND (COALESCE(CAST(%s AS bigint), s.items_processed) IS NULL
+       OR COALESCE(CAST(%s AS bigint), s.items_total) IS NULL
+       OR COALESCE(CAST(%s AS bigint), s.items_processed)
+          <= COALESCE(CAST(%s AS bigint), s.items_total))
+  AND (s.progress <> %s
+       OR (CAST(%s AS bigint) IS NOT NULL AND s.items_processed IS DISTINCT FROM %s)
+       OR (CAST(%s AS bigint) IS NOT NULL AND s.items_total IS DISTINCT FROM %s)
+       OR (CAST(%s AS varchar) IS NOT NULL AND s.status_message <> %s))
+RETURNING {", ".join(f"s.{column}" for column in _STAGE_COLUMNS)},
+    s.items_processed AS fill_processed, s.items_total AS fill_total,
+    NULLIF(s.status_message, '') AS fill_message
+"""  # noqa: S608 (table names and status values are constants)
+_LEAN_FILL = (
+    ("itemsProcessed", "fill_processed"),
+    ("itemsTotal", "fill_total"),
+    ("statusMessage", "fill_message"),
+)
+
+
+def _lean_progress(
+    stage_id: str,
+    progress: int,
+    processed: int | None,
+    total: int | None,
+    message: str | None,
+) -> Stage | None:
+    """PostgreSQL: the report and its event in one statement; None when it changed nothing
+    (the general path then decides why)."""
+    names = _stage_names(stage_id)
+    if names is None:
+        return None
+    run_id, project_id, stage_name, position, run_name = names
+    _scan_status(run_name, stage_name, message)
+    data: dict[str, Any] = {
+        "runId": run_id,
+        "projectId": project_id,
+        "stageId": stage_id,
+        "stageName": stage_name,
+        "stageIndex": position,
+        "progress": progress,
+    }
+    if message:
+        data["statusMessage"] = message
+    if processed is not None:
+        data["itemsProcessed"] = processed
+    if total is not None:
+        data["itemsTotal"] = total
+    params = [
+        *(progress, processed, total, message, stage_id),
+        *(stage_name, position, run_name, project_id),
+        *(progress, processed, processed),
+        *(processed, total, processed, total),
+        *(progress, processed, processed, total, total, message, message),
+    ]
+    done = event_bus.publish_with_change(
+        _LEAN_PROGRESS_SQL, params, "stage.progress", data, fill=_LEAN_FILL
+    )
+    if done is None:
+        return None
+    changed, _record = done
+    connection = transaction.get_connection()
+    return _stage_from_row(connection, list(changed[: len(_STAGE_COLUMNS)]))
+
+
+@transition
+def _report_progress(
+    stage_id: str,
+    progress: int,
+    items_processed: int | None,
+    items_total: int | None,
+    status_message: str | None,
+) -> Stage:
+    """The general path: one conditional UPDATE … RETURNING, then the log INSERT."""
     params = _progress_params(stage_id, progress, items_processed, items_total, status_message)
     # A plain cursor and `from_db`, not `Stage.objects.raw()`: raw() resolves columns, model
     # init order and converters per call, a third of the service's own CPU.
@@ -385,16 +572,8 @@ def report_progress(
         return _refused_progress(stage_id, progress, items_processed, items_total)
     *values, run_project_id, run_name = row
     stage = _stage_from_row(connection, values)
-    if status_message:
-        # Each label passed the guard alone; a reader sees run name, stage name and status
-        # side by side, so they are checked together (the event itself carries only the last
-        # two, which the bus checks together too). Raising here rolls the UPDATE back.
-        categories = phi.scan_texts([run_name, stage.name, status_message])
-        if categories:
-            raise ValueError(
-                "statusMessage: read together with the run and stage names, contains possible "
-                f"PHI ({', '.join(categories)}); remove patient identifiers"
-            )
+    # Raising here rolls the UPDATE back.
+    _scan_status(run_name, stage.name, status_message)
     data: dict[str, Any] = {
         "runId": stage.run_id,
         "projectId": run_project_id,

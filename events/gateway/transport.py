@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
-from events import metrics
+from events import metrics, stamper
 from events.record import LoggedEvent
 
 logger = logging.getLogger(__name__)
@@ -461,11 +461,15 @@ def _background_sender() -> BackgroundSender:
 
 
 def flush_background_sender(timeout: float = 5.0) -> bool:
-    """Wait until this process's background sender handed its events to the layer. True when
-    it did (or had nothing to send). For worker pools whose children skip interpreter exit
+    """Wait until this process's committed events were handed to the layer: positioned first
+    (PostgreSQL's stamper hands them to the sender), then sent. True when they were (or there
+    was nothing to send). For worker pools whose children skip interpreter exit
     (docs/operations.md, "Publishing from workers")."""
+    deadline = time.monotonic() + timeout
+    stamped = stamper.flush(timeout)
     sender = _sender
-    return sender is None or sender.flush(timeout)
+    sent = sender is None or sender.flush(max(0.0, deadline - time.monotonic()))
+    return stamped and sent
 
 
 def _flush_at_exit() -> None:
