@@ -293,10 +293,16 @@ class Publisher:
     same SQLite file, Redis layer) or triggers the bare server; driven by stdin lines."""
 
     def __init__(
-        self, target: Gateway | BareServer, core: int = CLIENT_CORE, *, exiting: bool = False
+        self,
+        target: Gateway | BareServer,
+        core: int = CLIENT_CORE,
+        *,
+        exiting: bool = False,
+        stages: int = 0,
     ) -> None:
         self.target = target
         self.core = core
+        self.stages = stages  # report progress on this many real stages (bench/_publisher.py)
         self.exiting = exiting  # publishes one burst, then exits (bench/_publisher.py)
         self.proc: subprocess.Popen[str] | None = None
 
@@ -306,6 +312,8 @@ class Publisher:
             args = ["--project", self.target.project_id, "--run", self.target.run_id]
             if self.exiting:
                 args.append("--exit-after-burst")
+            if self.stages:
+                args += ["--stages", str(self.stages)]
         else:
             env = dict(os.environ)
             args = ["--bare", f"ws://127.0.0.1:{self.target.port}/ws"]

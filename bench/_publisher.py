@@ -55,19 +55,26 @@ def make_payload(project: str, run: str, i: int) -> dict[str, Any]:
 
 
 class GatewayTrigger:
-    def __init__(self, project: str, run: str, *, warm: bool = True) -> None:
+    def __init__(self, project: str, run: str, *, warm: bool = True, stages: int = 0) -> None:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "researchflow.settings")
         import django
 
         django.setup()
         from events.bus import event_bus
         from events.gateway.transport import flush_background_sender
+        from runs import services
+
+        self.services = services
 
         self.bus = event_bus
         self.flush = flush_background_sender
         self.project = project
         self.run = run
         self.i = 0
+        self.stages = _running_stages(project, stages) if stages else []
+        self.published: list[int] = []
+        if self.stages:
+            event_bus.subscribe("stage.progress", lambda e: self.published.append(e["id"]))
         if warm:
             # Warm up: imports, the DB connection, the sender thread and its Redis connection.
             self.one()
@@ -79,12 +86,44 @@ class GatewayTrigger:
 
     def one(self) -> int:
         self.i += 1
+        if self.stages:
+            # The production path of a pipeline: a state change and its event, each on its
+            # own stage (nothing coalesces). Its id is known once the stamper has positioned
+            # it (ids(), after the burst).
+            stage = self.stages[self.i % len(self.stages)]
+            self.services.report_progress(stage, 50, items_processed=int(time.time() * 1e6))
+            return 0
         return int(
             self.bus.publish("stage.progress", make_payload(self.project, self.run, self.i)).id
         )
 
+    def ids(self, returned: list[int]) -> list[int]:
+        """The published ids of the last burst, in order."""
+        if not self.stages:
+            return returned
+        self.bus.flush(30)
+        done, self.published = self.published, []
+        return done
+
     def done(self) -> None:
         self.flush(30)
+
+
+def _running_stages(project_id: str, count: int) -> list[str]:
+    """`count` running stages of one running run in the project (for --stages)."""
+    from django.contrib.auth.models import User
+
+    from runs import services
+    from runs.models import Project
+
+    project = Project.objects.get(pk=project_id)
+    owner = User.objects.get(username="alice")
+    run = services.create_run(project, "Fan-out bench", [f"S{n}" for n in range(count)], owner)
+    services.start_run(run.pk)
+    stage_ids = list(run.stages.order_by("position").values_list("pk", flat=True))
+    for stage_id in stage_ids:
+        services.start_stage(stage_id)
+    return stage_ids
 
 
 class BareTrigger:
@@ -107,6 +146,9 @@ class BareTrigger:
         self.ws.send(json.dumps({"type": "bench.burst", "count": n}))
         return list(json.loads(self.ws.recv(120))["ids"])
 
+    def ids(self, returned: list[int]) -> list[int]:
+        return returned
+
     def done(self) -> None:
         pass
 
@@ -117,12 +159,15 @@ def main() -> None:
     parser.add_argument("--run", default="")
     parser.add_argument("--bare", default="")
     parser.add_argument("--exit-after-burst", action="store_true")
+    parser.add_argument(
+        "--stages", type=int, default=0, help="report progress on N real stages instead"
+    )
     args = parser.parse_args()
     exiting = args.exit_after_burst
     trigger: Any = (
         BareTrigger(args.bare)
         if args.bare
-        else GatewayTrigger(args.project, args.run, warm=not exiting)
+        else GatewayTrigger(args.project, args.run, warm=not exiting, stages=args.stages)
     )
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -139,6 +184,7 @@ def main() -> None:
             else:
                 ids = [trigger.one() for _ in range(n)]
             t1 = time.time()
+            ids = trigger.ids(ids)
             if not exiting:
                 trigger.done()
         elif parts[0] == "rate":
@@ -155,6 +201,7 @@ def main() -> None:
                     late += 1
                 ids.append(trigger.one())
             t1 = time.time()
+            ids = trigger.ids(ids)
             trigger.done()
         else:
             print(json.dumps({"error": f"unknown command {parts[0]}"}), flush=True)

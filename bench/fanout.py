@@ -18,6 +18,12 @@ Measures, per burst of E events to N clients (expected E*N deliveries):
   duplicates and unexpected ids are counted separately.
 Steady mode: R events/s for S seconds to the same clients; p50/p99/max latency.
 
+`--database postgres`: each gateway target gets its own PostgreSQL (bench/_pg.py, durable),
+and the publisher reports progress through `runs.services.report_progress` on `--events`
+distinct running stages: the production write path (the change and its log row in one
+statement, positions stamped after commit, Redis pub/sub), one stage per event so nothing
+coalesces. The bare server is unchanged (it has no database).
+
 A target `uvicorn+exit` (or `daphne+exit`) publishes each measured burst from a fresh process
 that exits right after it, with no explicit flush: a worker script (issue 13 part 2). Its
 events must go out through the flush at interpreter exit, over the live path, not wait for
@@ -50,9 +56,11 @@ from _common import (
     median,
     pct,
     pin,
+    pin_tree,
     raise_nofile,
     rss_kb,
 )
+from _pg import BenchPostgres
 
 
 def measure_burst(
@@ -110,6 +118,13 @@ def measure_steady(
     }
 
 
+def pin_postgres(pg: BenchPostgres) -> None:
+    """The cluster's processes on the clients' core, away from the server under test."""
+    pid_file = pg.data / "postmaster.pid"
+    postmaster = int(pid_file.read_text().split()[0])
+    pin_tree(postmaster, CLIENT_CORE)
+
+
 def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     stack = contextlib.ExitStack()
     server_kind, _, variant = kind.partition("+")
@@ -121,8 +136,14 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             redis = stack.enter_context(RedisServer())
             if redis.proc is not None:
                 pin(redis.proc.pid, CLIENT_CORE)
-            server = stack.enter_context(Gateway(server_kind, redis_url=redis.url))
-        pub = stack.enter_context(Publisher(server))
+            env = {}
+            if args.database == "postgres":
+                pg = stack.enter_context(BenchPostgres(durable=True))
+                pin_postgres(pg)
+                env["DATABASE_URL"] = pg.url
+            server = stack.enter_context(Gateway(server_kind, redis_url=redis.url, env=env))
+        stages = args.events if args.database == "postgres" and kind != "bare" else 0
+        pub = stack.enter_context(Publisher(server, stages=stages))
         profiler = None
         rss0 = rss_kb(server.pid)
         clients = stack.enter_context(
@@ -145,7 +166,7 @@ def run_target(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         bursts = []
         for rep in range(args.reps):
             if exiting:
-                with Publisher(server, exiting=True) as script:
+                with Publisher(server, exiting=True, stages=stages) as script:
                     r = measure_burst(script, clients, server.pid, args.events, n_ok)
             else:
                 r = measure_burst(pub, clients, server.pid, args.events, n_ok)
@@ -204,6 +225,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200, help="events per burst")
     parser.add_argument("--reps", type=int, default=3, help="bursts per target")
     parser.add_argument("--targets", default="daphne,uvicorn,bare")
+    parser.add_argument(
+        "--database", choices=("sqlite", "postgres"), default="sqlite", help="the gateway's log"
+    )
     parser.add_argument("--client-procs", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=100, help="handshakes in flight")
     parser.add_argument("--steady-rate", type=float, default=50.0)

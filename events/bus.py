@@ -6,11 +6,18 @@ layer is registered with `transaction.on_commit(..., robust=True)`. A rolled-bac
 leaves no event, logged or sent.
 
 Log positions (the envelope's `id`): on SQLite the INSERT takes `MAX(position) + 1` (writers
-are serialised); on PostgreSQL the row is inserted unpositioned, with no global lock in the
-caller's transaction, and the on-commit hook stamps it first (`events/sequencer.py`), then
-encodes the frame with its position and hands it on. Each record also carries its shard
+are serialised) and the on-commit hook hands the event on at once; on PostgreSQL the row is
+inserted unpositioned, with no global lock in the caller's transaction, and the on-commit
+hook gives the record to this process's stamper (`events/stamper.py`), which positions it
+(`events/sequencer.py`) off the committing thread, together with whatever else committed
+meanwhile, encodes the frame and hands it on. `flush()` waits for that. Each record also
+carries its shard
 (`events/shards.py`) and `shard_prev`, the position before it in that shard: the link a hub
 that hears only that shard follows (`prev_id`, the position before, is the global link).
+
+Three ways in: `publish()` (one event, in the caller's transaction or one of its own),
+`publish_many()` (a batch, one INSERT on PostgreSQL) and `publish_with_change()`
+(PostgreSQL: a domain change and its log row in one statement, the progress path's).
 """
 
 from __future__ import annotations
