@@ -162,7 +162,7 @@ def _with_change_sql(change_sql: str, fill: tuple[tuple[str, str], ...]) -> str:
     """`publish_with_change`'s statement: the caller's UPDATE … RETURNING as a writable CTE,
     and the log row INSERTed from the row it changed (none if it changed none). One per
     (change, fill), so a prepared statement is reused."""
-    payload = "%s::jsonb"
+    payload = "%(rf_payload)s::jsonb"
     if fill:
         pairs = ", ".join(f"'{field}', change.{column}" for field, column in fill)
         payload += f" || jsonb_strip_nulls(jsonb_build_object({pairs}))"
@@ -170,7 +170,8 @@ def _with_change_sql(change_sql: str, fill: tuple[tuple[str, str], ...]) -> str:
         f"WITH change AS ({change_sql}), "  # noqa: S608 (the caller's constant SQL)
         f"logged AS (INSERT INTO {Event._meta.db_table} "
         "(type, project_id, shard, run_id, payload, created_at) "
-        f"SELECT %s, %s, %s, %s, {payload}, %s FROM change RETURNING id) "
+        "SELECT %(rf_type)s, %(rf_project)s, %(rf_shard)s, %(rf_run)s, "
+        f"{payload}, %(rf_created)s FROM change RETURNING id) "
         "SELECT change.*, logged.id FROM change CROSS JOIN logged"
     )
 
@@ -286,7 +287,7 @@ class EventBus:
     def publish_with_change(
         self,
         change_sql: str,
-        change_params: Sequence[Any],
+        change_params: Mapping[str, Any],
         event_type: str,
         payload: Mapping[str, Any],
         *,
@@ -296,12 +297,13 @@ class EventBus:
         """PostgreSQL: a change and its event's log row in one statement, so a change made
         outside any transaction is one autocommit round trip and one commit.
 
-        `change_sql` is an `UPDATE … RETURNING …` (with `%s` placeholders for
-        `change_params`); the event is logged only if it changed a row. `payload` is
-        validated and guarded as `publish()` does, before anything is written; then each
-        `(field, column)` of `fill` sets that payload field from the changed row's returned
-        column (skipped when NULL). Fill only from columns that cannot carry new free text:
-        values the same guard checked when they were written, or numbers.
+        `change_sql` is an `UPDATE … RETURNING …` with named placeholders (`%(name)s`,
+        names not starting with `rf_`) for `change_params`; the event is logged only if it
+        changed a row. `payload` is validated and guarded as `publish()` does, before
+        anything is written; then each `(field, column)` of `fill` sets that payload field
+        from the changed row's returned column (skipped when NULL). Fill only from columns
+        that cannot carry new free text: values the same guard checked when they were
+        written, or numbers.
 
         Returns (the changed row's returned columns, the record), or None when the change
         matched no row (nothing written). Hands the event on at commit, like `publish()`.
@@ -311,15 +313,15 @@ class EventBus:
             raise RuntimeError("publish_with_change needs PostgreSQL (writable CTEs)")
         data = self.checked(event_type, payload)
         record, created_at = _record(event_type, data, at)
-        params = [
-            *change_params,
-            event_type,
-            record.project_id,
-            record.shard,
-            record.run_id,
-            _payload_param(data, connection),
-            _CREATED_AT_FIELD.get_db_prep_save(created_at, connection),
-        ]
+        params = {
+            **change_params,
+            "rf_type": event_type,
+            "rf_project": record.project_id,
+            "rf_shard": record.shard,
+            "rf_run": record.run_id,
+            "rf_payload": _payload_param(data, connection),
+            "rf_created": created_at,
+        }
         statement = _with_change_sql(change_sql, tuple(fill))
         row = prepared.cursor(connection).fetch_one(statement, params)
         if row is None:

@@ -7,8 +7,10 @@ A leaf of the core: the bus and the sequencer use it; it knows only Django and p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+Params = Sequence[Any] | Mapping[str, Any]
 
 
 class PreparedCursor:
@@ -35,17 +37,17 @@ class PreparedCursor:
             self._raw.prepare_threshold = 2**31 - 1
         self._generic = False
 
-    def fetch_one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+    def fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         self._execute(sql, params)
         with self._wrapper.wrap_database_errors:
             return self._cursor.fetchone()
 
-    def fetch_all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def fetch_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
         self._execute(sql, params)
         with self._wrapper.wrap_database_errors:
             return self._cursor.fetchall()
 
-    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+    def _execute(self, sql: str, params: Params) -> None:
         wrapper = self._wrapper
         if wrapper.in_atomic_block:
             wrapper.validate_no_broken_transaction()

@@ -397,7 +397,7 @@ def report_progress(
         ):
             raise ValueError(f"{field}: must be >= 0")
     if transaction.get_connection().vendor == "postgresql":
-        stage = _retrying(_lean_progress)(
+        stage = _lean_progress_retried(
             stage_id, progress, items_processed, items_total, status_message
         )
         if stage is not None:
@@ -476,26 +476,29 @@ _STAGE_TABLE = Stage._meta.db_table
 # which the guard checked when they were written).
 _LEAN_PROGRESS_SQL = f"""
 UPDATE {_STAGE_TABLE} AS s SET
-    progress = %s,
-    items_processed = COALESCE(CAST(%s AS bigint), s.items_processed),
-    items_total = COALESCE(CAST(%s AS bigint), s.items_total),
-    status_message = COALESCE(CAST(%s AS varchar), s.status_message)
+    progress = %(progress)s,
+    items_processed = COALESCE(CAST(%(processed)s AS bigint), s.items_processed),
+    items_total = COALESCE(CAST(%(total)s AS bigint), s.items_total),
+    status_message = COALESCE(CAST(%(message)s AS varchar), s.status_message)
 FROM {Run._meta.db_table} AS r
-WHERE s.id = %s
+WHERE s.id = %(stage)s
   AND r.id = s.run_id
   AND r.status = '{RunStatus.RUNNING.value}'
   AND s.status = '{StageStatus.RUNNING.value}'
-  AND s.name = %s AND s.position = %s AND r.name = %s AND r.project_id = %s
-  AND s.progress <= %s
-  AND (CAST(%s AS bigint) IS NULL OR COALESCE(s.items_processed, 0) <= %s)
-  AND (COALESCE(CAST(%s AS bigint), s.items_processed) IS NULL
-       OR COALESCE(CAST(%s AS bigint), s.items_total) IS NULL
-       OR COALESCE(CAST(%s AS bigint), s.items_processed)
-          <= COALESCE(CAST(%s AS bigint), s.items_total))
-  AND (s.progress <> %s
-       OR (CAST(%s AS bigint) IS NOT NULL AND s.items_processed IS DISTINCT FROM %s)
-       OR (CAST(%s AS bigint) IS NOT NULL AND s.items_total IS DISTINCT FROM %s)
-       OR (CAST(%s AS varchar) IS NOT NULL AND s.status_message <> %s))
+  AND s.name = %(stage_name)s AND s.position = %(position)s
+  AND r.name = %(run_name)s AND r.project_id = %(project)s
+  AND s.progress <= %(progress)s
+  AND (CAST(%(processed)s AS bigint) IS NULL
+       OR COALESCE(s.items_processed, 0) <= %(processed)s)
+  AND (COALESCE(CAST(%(processed)s AS bigint), s.items_processed) IS NULL
+       OR COALESCE(CAST(%(total)s AS bigint), s.items_total) IS NULL
+       OR COALESCE(CAST(%(processed)s AS bigint), s.items_processed)
+          <= COALESCE(CAST(%(total)s AS bigint), s.items_total))
+  AND (s.progress <> %(progress)s
+       OR (CAST(%(processed)s AS bigint) IS NOT NULL
+           AND s.items_processed IS DISTINCT FROM %(processed)s)
+       OR (CAST(%(total)s AS bigint) IS NOT NULL AND s.items_total IS DISTINCT FROM %(total)s)
+       OR (CAST(%(message)s AS varchar) IS NOT NULL AND s.status_message <> %(message)s))
 RETURNING {", ".join(f"s.{column}" for column in _STAGE_COLUMNS)},
     s.items_processed AS fill_processed, s.items_total AS fill_total,
     NULLIF(s.status_message, '') AS fill_message
@@ -535,13 +538,17 @@ def _lean_progress(
         data["itemsProcessed"] = processed
     if total is not None:
         data["itemsTotal"] = total
-    params = [
-        *(progress, processed, total, message, stage_id),
-        *(stage_name, position, run_name, project_id),
-        *(progress, processed, processed),
-        *(processed, total, processed, total),
-        *(progress, processed, processed, total, total, message, message),
-    ]
+    params = {
+        "progress": progress,
+        "processed": processed,
+        "total": total,
+        "message": message,
+        "stage": stage_id,
+        "stage_name": stage_name,
+        "position": position,
+        "run_name": run_name,
+        "project": project_id,
+    }
     done = event_bus.publish_with_change(
         _LEAN_PROGRESS_SQL, params, "stage.progress", data, fill=_LEAN_FILL
     )
@@ -550,6 +557,9 @@ def _lean_progress(
     changed, _record = done
     connection = transaction.get_connection()
     return _stage_from_row(connection, list(changed[: len(_STAGE_COLUMNS)]))
+
+
+_lean_progress_retried = _retrying(_lean_progress)
 
 
 @transition
