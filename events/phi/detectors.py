@@ -156,6 +156,18 @@ _COMMON_WORDS: frozenset[str] = _words(
     visits vitals volume volumes weekly weight weighting weights anonymous action actions re
     level selection
     """
+) | _words(
+    # Nouns of software and pipelines that stage names put after "Patient" or "Subject" in
+    # title case ("Patient Graph Builder", "Subject Visit Windowing").
+    """
+    builder builders graph graphs viewer explorer engine service services loader parser writer
+    reader scanner exporter importer generator validator checker mapper matcher linker store
+    cache queue worker runner scheduler manager tracker journey timeline flow safety zero
+    network embedding embeddings vector vectors search query queries sheet sheets extract
+    extracts snapshot snapshots archive module modules app api view views chart charts
+    summary summaries metric metrics signal signals trajectory trajectories window windows
+    visit visits portal registry registries atlas catalog catalogue inventory library
+    """
 )
 # Nouns that, before "name:", say the name is a thing's ("Stage name: Data Ingestion").
 _THING_NOUNS: frozenset[str] = _words(
@@ -293,7 +305,7 @@ def _triggers() -> dict[str, int]:
         _B_ADDRESS,
         "street st avenue ave av road rd boulevard blvd lane ln drive dr court ct place pl "
         "terrace ter way parkway pkwy highway hwy circle cir plaza pike turnpike box pob "
-        "office",
+        "office address addr residence lives living resides residing",
     )
     add(
         _B_DATE,
@@ -327,6 +339,8 @@ _TRIGGERS: dict[str, int] = _triggers()
 # --------------------------------------------------------------------------------------------
 
 _WORD_RE = re.compile(r"[a-z]+")
+_CAMEL_RE = re.compile(r"[a-z][A-Z]|[A-Z]{2}[a-z]")
+_CAMEL_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 _DIGIT_RUN_RE = re.compile(r"\d+")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_]+")
 _ISO_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?Z?")
@@ -404,7 +418,7 @@ _NUMWORD = r"(?:number|numb|num|nmbr|nbr|nr|no\.?|#|id|ident|identifier)"
 # "medical record #4411", "member ID is XYZ123", "policy no. 12-345", "med-rec-no 123",
 # "MRN -> 123".
 _CONN = (
-    r"(?:" + _S + _NUMWORD + r"(?![a-z])){0,2}\s*(?:[:#=>|~.-]+\s*)?"
+    r"(?:" + _S + _NUMWORD + r"(?![a-z])){0,2}\s*(?:[:#=>|~.-]+\s*){0,3}"
     r"(?:(?:is|was|of|are)\s*[:=]?\s+)?#?\s*"
 )
 _UNIT_SUFFIX_RE = re.compile(
@@ -413,7 +427,7 @@ _UNIT_SUFFIX_RE = re.compile(
 
 
 def _ctx(keywords: str) -> re.Pattern[str]:
-    return re.compile(r"(?i)(?<![\w.])(?:" + keywords + r")(?![a-z])" + _CONN + _ID)
+    return re.compile(r"(?i)(?<![\w.])(?:" + keywords + r")(?!(?-i:[a-z]))" + _CONN + _ID)
 
 
 # A number word after a label, required where the label alone is an ordinary word.
@@ -519,12 +533,12 @@ _BIOMETRIC_RE = re.compile(
     + _S
     + r"(?:profile|sample)|genetic"
     + _S
-    + r"profile)(?![a-z])"
+    + r"profile)(?!(?-i:[a-z]))"
     r"(?:" + _S + r"(?:id|identifier|template|hash|scan|code|no\.?|number|ref|record|sample|#)"
-    r"(?![a-z])){0,2}\s*(?:[:#=]\s*)?" + _ID
+    r"(?![a-z])){0,2}" + _CONN + _ID
 )
 _VIN_CTX_RE = re.compile(
-    r"(?i)(?<![\w.])vin(?:" + _S + r"(?:number|num|no\.?|#))?\s*[:#=-]?\s*"
+    r"(?i)(?<![\w.])vin(?:" + _S + r"(?:number|num|no\.?|#))?\s*(?:[:#=>.-]+\s*){0,3}"
     r"([A-HJ-NPR-Z0-9]{17})(?![A-Za-z0-9])"
 )
 _PLATE_RE = re.compile(
@@ -537,7 +551,7 @@ _PLATE_RE = re.compile(
     + _S
     + r"(?:number|num|no\.?|#)"
     r"|(?:vehicle|car)" + _S + r"(?:id|registration|reg\.?)(?:" + _S + _NUMWORD + r")?)"
-    r"(?![a-z])\s*(?:[:#=-]\s*)?(?:(?:is|was)\s+)?"
+    r"(?!(?-i:[a-z]))\s*(?:[:#=>.-]+\s*){0,3}(?:(?:is|was)\s+)?"
     r"([A-Z0-9]{1,4}[- ][A-Z0-9]{1,5}|[A-Z0-9]{2,8})(?![A-Za-z0-9])"
 )
 _SSN_CTX_RE = re.compile(
@@ -550,27 +564,31 @@ _SSN_CTX_RE = re.compile(
     + _NUMWORD
     + r")?|ssa"
     + _NUM_REQUIRED
-    + r")(?![a-z])"
+    + r")(?!(?-i:[a-z]))"
     + _CONN
     + r"(\d{3})[-\s./]?(\d{2})[-\s./]?(\d{4})(?![\w-])"
 )
 _PHONE_VALUE = r"(\+?\(?\d[\d\s()./-]{5,18}\d)(?![\w-])"
+# "call back on ...", "fax to ...": only before a phone-shaped value (7 to 15 digits).
+_PHONE_TO = r"(?:(?:on|at|to|via)\s+)?"
 _PHONE_CTX_RE = re.compile(
     r"(?i)(?<![\w.])(?:phone|telephone|tel|cell|cellphone|mobile|mob|ph|pager|beeper|whatsapp"
     r"|sms|contact"
     + _S
-    + r"(?:number|num|no\.?|#)|call(?:\s+(?:back|me))?(?:\s+at)?)(?![a-z])"
+    + r"(?:number|num|no\.?|#)|call(?:\s+(?:back|me))?)(?!(?-i:[a-z]))"
     + _CONN
+    + _PHONE_TO
     + _PHONE_VALUE
 )
 _FAX_CTX_RE = re.compile(
-    r"(?i)(?<![\w.])(?:fax|fx|facsimile|telefax)(?![a-z])(?:\s+(?:machine|line))?"
+    r"(?i)(?<![\w.])(?:fax|fx|facsimile|telefax)(?!(?-i:[a-z]))(?:\s+(?:machine|line))?"
     + _CONN
+    + _PHONE_TO
     + _PHONE_VALUE
 )
 _ZIP_CTX_RE = re.compile(
     r"(?i)(?<![\w.])(?:zip(?:" + _S + r"code)?|postal(?:" + _S + r"code)?|post" + _S + r"code)"
-    r"(?![a-z])" + _CONN + r"(\d{5}(?:-\d{4})?|\d{3}(?=\*\*|xx))(?![\d-])"
+    r"(?!(?-i:[a-z]))" + _CONN + r"(\d{5}(?:-\d{4})?|\d{3}(?=\*\*|xx))(?![\d-])"
 )
 _STREET_SUFFIX = (
     r"(?:Street|St|Avenue|Ave|Av|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl"
@@ -587,6 +605,13 @@ _STREET_ANY_CASE_RE = re.compile(
     r"(?:(?:[a-z][a-z'-]{0,24}|\d{1,3}(?:st|nd|rd|th))\s+){1,4}"
     r"(?:street|avenue|road|boulevard|lane|drive|terrace|parkway|highway"
     r"|(?:st|ave|rd|blvd|ln|dr|pkwy|hwy)\.)(?![a-z])"
+)
+# A label that says an address follows, then a house number and a word: any street, in any
+# language or case ("Address: 42 WALLABY WAY", "resides at 15 rue de la Paix").
+_ADDRESS_LABEL_RE = re.compile(
+    r"(?i)(?<![\w.])(?:(?:home|street|mailing|postal|residential)" + _S + r")?(?:address|addr\.?"
+    r"|residence)\s*[:=]\s*\d{1,6}[a-z]?,?\s+[a-z]{2,}"
+    r"|(?<![\w.])(?:lives|living|resides|residing)\s+at\s+\d{1,6}[a-z]?,?\s+[a-z]{2,}\s+[a-z]{2,}"
 )
 _PO_BOX_RE = re.compile(
     r"(?i)(?<![\w.])(?:p\.?\s?o\.?\s*box|post" + _S + r"office" + _S + r"box)\s*#?\s*\d{1,6}\b"
@@ -625,7 +650,7 @@ _DATE = (
     r"|" + _MONTH + r",?\s+\d{4}|\d{4}[-/.]\d{1,2}|\d{1,2}[-/.]\d{4})(?![\d/-])"
 )
 _DATE_CTX_RE = re.compile(
-    r"(?i)(?<![\w.])(?:d\.?o\.?b\.?|date"
+    r"(?i)(?<![\w.])(?:b\.(?=\s*\d)|d\.?o\.?b\.?|date"
     + _S
     + r"of"
     + _S
@@ -644,12 +669,13 @@ _DATE_CTX_RE = re.compile(
     r"|adm\.?" + _S + r"(?:date|dt\.?)|admit(?:ted)?(?:" + _S + r"(?:date|dt\.?))?|d\.?o\.?a\.?"
     r"|date" + _S + r"of" + _S + r"discharge|discharged?(?:" + _S + r"(?:date|dt\.?))?"
     r"|disch\.?(?:" + _S + r"(?:date|dt\.?))?|d/c" + _S + r"(?:date|dt\.?)"
-    r"|date" + _S + r"of" + _S + r"service|service" + _S + r"date)(?![a-z])"
-    r"(?:\s*[:=#,.|/-]\s*|\s+|)(?:(?:on|date|dt|was|is|of|at|in|to|the|a|icu|er|ed|hospital"
+    r"|date" + _S + r"of" + _S + r"service|service" + _S + r"date)(?!(?-i:[a-z]))"
+    r"(?:\s*[:=#,.|/-])*\s*(?:(?:on|date|dt|was|is|of|at|in|to|the|a|icu|er|ed|hospital"
     r"|ward|unit|home|from|d)(?![a-z])[\s:.=#,-]*){0,3}" + _DATE
 )
 _AGE_AFTER_RE = re.compile(
-    r"(?i)(?<![\w.])(?:age|aged)\s*(?:[:=]\s*|(?:of|is|was)\s+)?(\d{2,3})(?:\.\d+)?(?![\d.]?\d)"
+    r"(?i)(?<![\w.])(?:age|aged)(?:\s*\((?:yrs?|years|y)\))?\s*(?:[:=]\s*|(?:of|is|was)\s+)?"
+    r"(\d{2,3})(?:\.\d+)?(?![\d.]?\d)"
     r"(?!\s*(?:\+|-|\u2013|to\b|and\b|or\b|through\b|%|plus\b|years?\s+(?:and|or)\s+(?:older|over)"
     r"|(?:days?|weeks?|months?|hours?|hrs?|minutes?|mins?|seconds?|secs?|ms|s|h|d)\b))"
 )
@@ -707,7 +733,7 @@ _NAME_AGE_RE = re.compile(
 # ends so is a stage's vocabulary ("Patient Matching", "Patient Stratification").
 _VOCABULARY_ENDINGS = (
     "ing", "tion", "sion", "ment", "ness", "ity", "ics", "ology", "ysis", "ised", "ized",
-    "able", "ible", "ous", "ful", "less", "ism", "ist", "ists", "ings", "ments", "ions",
+    "able", "ible", "ous", "ful", "less", "ism", "ings", "ments", "ions",
     "ware", "ship", "hood", "ward", "wise", "ance", "ances", "ation", "ations",
 )  # fmt: skip
 # Verbs that, after "Patient <Name>", say a person did or underwent something.
@@ -720,6 +746,9 @@ _PERSON_VERBS: frozenset[str] = _words(
     signed called emailed requested asked
     """
 )
+# A capitalised word followed by another: a title-case noun phrase ("Patient Reported
+# Outcomes"), not a clause about a person ("Patient reported chest pain").
+_TITLE_PHRASE_RE = re.compile(r"[A-Z][a-z]+\s+[A-Z]")
 _PREV_WORD_RE = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
 _UPPER_WORD_NEXT_RE = re.compile(r"\s+[A-Z]{2,}\b")
 _NEXT_WORD_RE = re.compile(r"\s*([,;:()]|[A-Za-z][A-Za-z'-]*)?")
@@ -755,7 +784,7 @@ _URL_CTX_RE = re.compile(
 _PREV_WORD_RE = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
 
 _HEALTH_RE = re.compile(
-    r"(?i)(?<![\w.])(?:patient|pt\.?|subject|participant)\s+(?:has|had|presents|presented"
+    r"(?i)(?<![\w.])(?:patient|pt\.?|subject|participant)\s+(?P<verb>has|had|presents|presented"
     r"|reports|reported|complains|complained|denies|denied|developed|underwent|suffers"
     r"|suffered|sustained|was\s+diagnosed|is\s+diagnosed|diagnosed|tested\s+(?:positive|negative)"
     r"|died|expired|was\s+admitted|was\s+discharged|is\s+on|was\s+prescribed|takes|is\s+taking"
@@ -912,8 +941,10 @@ def _ipv4_valid(match: re.Match[str]) -> bool:
     values = [int(o) for o in octets]
     if any(v > 255 for v in values):
         return False
-    # Unspecified and loopback addresses identify nobody.
-    return not (values[0] == 0 or values[0] == 127)
+    # Unspecified and loopback addresses identify nobody, and neither does a network written
+    # with its two host octets zero ("10.20.0.0"); that shape is far more often a four-part
+    # version ("GATK 4.5.0.0").
+    return not (values[0] == 0 or values[0] == 127 or values[2] == values[3] == 0)
 
 
 _VERSION_WORDS: frozenset[str] = frozenset(
@@ -1198,7 +1229,10 @@ def _scan_numeric(text: str, bits: int, digits: int, out: set[str]) -> None:
                 out.add(BIOMETRIC_IDENTIFIER)
                 break
     if bits & _B_ADDRESS and (
-        _STREET_RE.search(text) or _STREET_ANY_CASE_RE.search(text) or _PO_BOX_RE.search(text)
+        _STREET_RE.search(text)
+        or _STREET_ANY_CASE_RE.search(text)
+        or _PO_BOX_RE.search(text)
+        or _ADDRESS_LABEL_RE.search(text)
     ):
         out.add(STREET_ADDRESS)
     if bits & _B_DATE and _DATE_CTX_RE.search(text):
@@ -1260,6 +1294,8 @@ def detect(text: str, out: set[str]) -> None:
     """Add the categories found in one normalised string to ``out``."""
     length = len(text)
     if length < 5:
+        if length == 4 and text[:2].isdigit() and text[2:].lower() == "yo" and text[0] == "9":
+            out.add(AGE_OVER_89)  # "92yo": the one identifier this short
         return
     if length <= 64 and _TOKEN_RE.fullmatch(text) is not None:
         _scan_token(text, out)
@@ -1270,6 +1306,10 @@ def detect(text: str, out: set[str]) -> None:
     bits = 0
     for word in _WORD_RE.findall(lower):
         bits |= _TRIGGERS.get(word, 0)
+    if _CAMEL_RE.search(text) is not None:
+        # Labels written in camel case ("HospitalNumber", "DateOfBirth"): their words too.
+        for word in _CAMEL_WORD_RE.findall(text):
+            bits |= _TRIGGERS.get(word.lower(), 0)
     if "/" in text and "a/c" in lower:
         bits |= _B_ACCOUNT
     if "@" in text and _EMAIL_RE.search(text):
@@ -1291,5 +1331,8 @@ def detect(text: str, out: set[str]) -> None:
         bits &= _B_NO_DIGIT_NEEDED
     if bits & _B_NAME:
         _scan_names(text, out)
-    if bits & _B_HEALTH and _HEALTH_RE.search(text):
-        out.add(HEALTH_INFORMATION)
+    if bits & _B_HEALTH:
+        for match in _HEALTH_RE.finditer(text):
+            if _TITLE_PHRASE_RE.match(text, match.start("verb")) is None:
+                out.add(HEALTH_INFORMATION)
+                break

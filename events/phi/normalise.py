@@ -208,6 +208,39 @@ def _by_name(char: str, category: str) -> str | None:
     return None
 
 
+_DOTLESS_STROKE_NAMES = ("DOTLESS", "PALOCHKA", "IOTA")
+
+
+@cache
+def _strokes() -> tuple[dict[int, str], re.Pattern[str]]:
+    """Single vertical strokes that read as "l" as readily as "i" or "I": the non-ASCII
+    members of the confusables class of "l" (Cyrillic "Ӏ", Greek "Ι", "ℓ") and the dotless
+    members of the class of "i" (Cyrillic palochka "ӏ", dotless "ı", iota "ι"). The skeleton
+    gives each one letter; ``stroke_variant`` is the reading with the other."""
+    table: dict[int, str] = {}
+    for members in _confusable_classes():
+        if "l" in members:
+            table.update((ord(c), "l") for c in members if not c.isascii())
+        elif "i" in members:
+            for char in members:
+                name = unicodedata.name(char, "")
+                if not char.isascii() and any(word in name for word in _DOTLESS_STROKE_NAMES):
+                    table[ord(char)] = "l"
+    pattern = re.compile("[" + "".join(re.escape(chr(code)) for code in sorted(table)) + "]")
+    return table, pattern
+
+
+def stroke_variant(text: str) -> str | None:
+    """The folded view of ``text`` with every ambiguous stroke read as "l" ("hospitaӏ" ->
+    "hospital", where the skeleton reads "hospitai"), or None when ``text`` has none."""
+    if text.isascii():
+        return None
+    table, pattern = _strokes()
+    if pattern.search(text) is None:
+        return None
+    return fold(text.translate(table))
+
+
 class _Fold(dict[int, str]):
     """A ``str.translate`` table filled on demand: the fold of each non-ASCII code point.
 
