@@ -319,7 +319,7 @@ def _triggers() -> dict[str, int]:
         "serial serialno ser sn s device dev imei meid esn udi implant pacemaker pump monitor "
         "aid cgm defibrillator icd stent mac hardware",
     )
-    add(_B_VEHICLE, "vin plate vehicle car registration reg lic licence license number tag")
+    add(_B_VEHICLE, "vin plate vehicle car registration reg")
     add(
         _B_BIOMETRIC,
         "fingerprint finger thumbprint thumb palm palmprint voiceprint voice faceprint face "
@@ -339,7 +339,9 @@ _TRIGGERS: dict[str, int] = _triggers()
 # --------------------------------------------------------------------------------------------
 
 _WORD_RE = re.compile(r"[a-z]+")
-_CAMEL_RE = re.compile(r"[a-z][A-Z]|[A-Z]{2}[a-z]")
+# A capital after a small letter ("HospitalNumber") or a capital pair before one ("NHSNumber").
+# Led by a character class, so that the search skips to capitals.
+_CAMEL_RE = re.compile(r"[A-Z](?:(?<=[a-z][A-Z])|(?<=[A-Z][A-Z])(?=[a-z]))")
 _CAMEL_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 _DIGIT_RUN_RE = re.compile(r"\d+")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_]+")
@@ -775,7 +777,7 @@ _WWW_WORDS_RE = re.compile(
     r"(?i)(?<![\w.])www" + _DOT_SEP + r"[a-z0-9-]{1,63}(?:" + _DOT_SEP + r"[a-z0-9-]{1,63})+"
 )
 # A domain followed by a path ("example.com/patients/12"): a URL without its scheme.
-_DOMAIN_PATH_RE = re.compile(r"(?i)(?<=[a-z0-9])\.(?:" + _TLD[3:-1] + r")/(?=[\w~%-])")
+_DOMAIN_PATH_RE = re.compile(r"\.(?<=[A-Za-z0-9]\.)(?i:" + _TLD[3:-1] + r")/(?=[\w~%-])")
 # A bare domain after a word that says it is a web address ("site: example.org").
 _URL_CTX_RE = re.compile(
     r"(?i)(?<![\w.])(?:url|link|site|website|web\s*site|homepage|domain|visit)(?![a-z])"
@@ -1316,7 +1318,11 @@ def detect(text: str, out: set[str]) -> None:
         out.add(EMAIL_ADDRESS)
     if ("//" in text or "www." in lower) and _URL_RE.search(text):
         out.add(URL)
-    if bits & (_B_AT | _B_DOT | _B_WWW | _B_URL_CTX) or "@" in text or "/" in text:
+    if (
+        bits & (_B_AT | _B_DOT | _B_WWW | _B_URL_CTX)
+        or "@" in text
+        or ("/" in text and "." in text)
+    ):
         _scan_written_addresses(text, bits, out)
     if bits & _B_AGE_WORDS and _AGE_WORDS_RE.search(text):
         out.add(AGE_OVER_89)

@@ -92,7 +92,18 @@ _DEFANG_RE = re.compile(
     r"(?i)\s*[\[({<]\s*(?:(?P<at>at|@)|(?P<dot>dot|\.)|(?P<colon>:)|(?P<sep>://|:/|/))\s*[\])}>]\s*"
     r"|(?<![a-z])h(?:xx|\*\*|__|XX)p(?P<s>s?)(?=\s*(?:[\[({<]\s*)?:)"
 )
-_DEFANG_HINT_RE = re.compile(r"[\[({<]|(?i:h(?:xx|\*\*|__)p)")
+# Cheap tests first (a regex led by a character class is scanned fast): a bracketed
+# separator, or a masked "http".
+_DEFANG_BRACKET_RE = re.compile(r"[\[({<]\s*(?i:at|dot|[.@:]|:?//?)\s*[\])}>]")
+_DEFANG_SCHEME_RE = re.compile(r"(?i)h(?:xx|\*\*|__)p")
+
+
+def _maybe_defanged(text: str) -> bool:
+    bracket = "(" in text or "[" in text or "{" in text or "<" in text
+    return (bracket and _DEFANG_BRACKET_RE.search(text) is not None) or (
+        ("xx" in text or "XX" in text or "**" in text or "__" in text)
+        and _DEFANG_SCHEME_RE.search(text) is not None
+    )
 
 
 def _undefang(match: re.Match[str]) -> str:
@@ -291,7 +302,7 @@ def fold(text: str) -> str:
             # ("Acct\u211612345" -> "AcctNo12345"); it means what "#" means.
             text = text.replace("\u2116", " #")
         text = unicodedata.normalize("NFKD", text).translate(_FOLD)
-    if _DEFANG_HINT_RE.search(text) is not None:
+    if _maybe_defanged(text):
         text = _DEFANG_RE.sub(_undefang, text)
     if _SPELT_RE.search(text) is not None:
         text = _SPELT_RE.sub(_join_spelt_keyword, text)
