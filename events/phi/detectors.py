@@ -376,7 +376,8 @@ _EMAIL_RE = re.compile(
     r"[A-Za-z]{2,24}(?![\w-])"
 )
 _URL_RE = re.compile(
-    r"(?i)(?<![\w.-])(?:(?:https?|ftp|sftp|wss?)\s*:\s*/\s*/\s*[^\s<>\"']{2,}|www\.[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+)"
+    r"(?i)(?<![\w.-])(?:(?:https?|ftp|sftp|wss?)(?:://[^\s<>\"']{2,}"
+    r"|\s*:\s*/\s*/\s*[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+)|www\.[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+)"
 )
 
 # Context-free numeric shapes.
@@ -761,20 +762,22 @@ _TLD = (
     r"|es|it|ie|nz|me|health|med|app|dev|ai)"
 )
 _DOT_SEP = r"(?:\s*\.\s*|\s+dot\s+)"
-_AT_SEP_RE = re.compile(r"(?i)\s+at\s+|\s*@\s*")
+# A spaced "@" ("jane @ example.com"); an "@" with no space beside it is _EMAIL_RE's.
+_AT_SEP_RE = re.compile(r"(?i)\s+at\s+|\s+@\s*|@\s+")
 _LOCAL_PART_RE = re.compile(r"(?i)(?<![\w.%+-])[a-z0-9][\w.%+-]{0,63}$")
 _DOMAIN_WORDS_RE = re.compile(
-    r"(?i)[a-z0-9-]{1,63}(?:" + _DOT_SEP + r"[a-z0-9-]{1,63})*?" + _DOT_SEP + _TLD + r"(?![\w-])"
-)
-_DOT_WORD_DOMAIN_RE = re.compile(
-    r"(?i)(?<![\w.])[a-z0-9-]{1,63}(?:"
+    r"(?i)[a-z0-9-]{1,63}(?:"
     + _DOT_SEP
-    + r"[a-z0-9-]{1,63})*?\s+dot\s+"
+    + r"[a-z0-9-]{1,63}){0,8}?"
+    + _DOT_SEP
     + _TLD
     + r"(?![\w-])"
 )
+# " dot com" after a letter or digit ("example dot com"): found by its TLD, so that a long
+# run of "a dot a dot ..." costs one pass.
+_DOT_WORD_TLD_RE = re.compile(r"(?i)\sdot\s+" + _TLD + r"(?![\w-])")
 _WWW_WORDS_RE = re.compile(
-    r"(?i)(?<![\w.])www" + _DOT_SEP + r"[a-z0-9-]{1,63}(?:" + _DOT_SEP + r"[a-z0-9-]{1,63})+"
+    r"(?i)(?<![\w.])www" + _DOT_SEP + r"[a-z0-9-]{1,63}(?:" + _DOT_SEP + r"[a-z0-9-]{1,63}){1,8}"
 )
 # A domain followed by a path ("example.com/patients/12"): a URL without its scheme.
 _DOMAIN_PATH_RE = re.compile(r"\.(?<=[A-Za-z0-9]\.)(?i:" + _TLD[3:-1] + r")/(?=[\w~%-])")
@@ -1273,6 +1276,14 @@ def _email_in_words(text: str, match: re.Match[str]) -> bool:
     return any(c in local.group(0) for c in "._+%") or any(c.isdigit() for c in local.group(0))
 
 
+def _dot_word_domain(text: str) -> bool:
+    """A domain written with "dot" words ("example dot com")."""
+    return any(
+        match.start() > 0 and text[match.start() - 1].isalnum()
+        for match in _DOT_WORD_TLD_RE.finditer(text)
+    )
+
+
 def _scan_written_addresses(text: str, bits: int, out: set[str]) -> None:
     """E-mail addresses and URLs written with words or spaces for their separators, and URLs
     without a scheme (a domain with a path, or after "site:"/"url:")."""
@@ -1285,7 +1296,7 @@ def _scan_written_addresses(text: str, bits: int, out: set[str]) -> None:
         return
     if (
         (bits & _B_WWW and _WWW_WORDS_RE.search(text))
-        or (bits & _B_DOT and EMAIL_ADDRESS not in out and _DOT_WORD_DOMAIN_RE.search(text))
+        or (bits & _B_DOT and EMAIL_ADDRESS not in out and _dot_word_domain(text))
         or ("/" in text and "." in text and _DOMAIN_PATH_RE.search(text))
         or (bits & _B_URL_CTX and "." in text and _URL_CTX_RE.search(text))
     ):
