@@ -700,7 +700,7 @@ def test_it_reads_a_telephone_symbol_as_a_phone_label() -> None:
     [
         "Patient Zoltan Varga enrolled",
         "re-run requested for Patient Ottilie Lindqvist",
-        "Participant Rafael Quintero completed the survey",
+        "Participant Rafael Quintero withdrew from the study",
         "Patient Varga withdrew",
         "PATIENT: ZOLTAN VARGA",
         "Mr.Varga record merged",
@@ -718,6 +718,8 @@ def test_it_finds_names_by_their_context_without_a_first_name_list(text: str) ->
         "Patient Graph Builder completed",
         "Patient Journey Mapping",
         "Subject Visit Windowing",
+        "Participant Diary Upload finished",
+        "Patient Embryo Transfer completed",
         "Patient: N/A",
         "Subject: QC report",
         "Dr. QC",

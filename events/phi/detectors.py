@@ -326,7 +326,7 @@ def _triggers() -> dict[str, int]:
         "facial retina retinal iris biometric biometrics gait dna genetic",
     )
     add(_B_AT, "at")
-    add(_B_DOT, "dot")
+    add(_B_DOT, "dot period")
     add(_B_WWW, "www")
     add(_B_URL_CTX, "url link site website web homepage domain visit")
     return table
@@ -673,6 +673,7 @@ _DATE_CTX_RE = re.compile(
     r"|date" + _S + r"of" + _S + r"discharge|discharged?(?:" + _S + r"(?:date|dt\.?))?"
     r"|disch\.?(?:" + _S + r"(?:date|dt\.?))?|d/c" + _S + r"(?:date|dt\.?)"
     r"|date" + _S + r"of" + _S + r"service|service" + _S + r"date)(?!(?-i:[a-z]))"
+    r"(?:\s*\((?:[dmy]{1,4}[-/. ]?){2,3}\))?"  # a format hint: "DOB (mm/dd/yyyy): ..."
     r"(?:\s*[:=#,.|/-])*\s*(?:(?:on|date|dt|was|is|of|at|in|to|the|a|icu|er|ed|hospital"
     r"|ward|unit|home|from|d)(?![a-z])[\s:.=#,-]*){0,3}" + _DATE
 )
@@ -739,14 +740,17 @@ _VOCABULARY_ENDINGS = (
     "able", "ible", "ous", "ful", "less", "ism", "ings", "ments", "ions",
     "ware", "ship", "hood", "ward", "wise", "ance", "ances", "ation", "ations",
 )  # fmt: skip
-# Verbs that, after "Patient <Name>", say a person did or underwent something.
+# Verbs that, after "Patient <Name>", say a person did or underwent something. Verbs that a
+# stage does too ("completed", "finished", "started", "updated") are not among them: after
+# "Participant Diary Upload" they say nothing about a person.
 _PERSON_VERBS: frozenset[str] = _words(
     """
     enrolled enroled consented withdrew withdrawn excluded included admitted discharged died
     deceased expired was is has had declined refused randomised randomized screened
     rescheduled transferred contacted notified seen visited reported presented missed dropped
-    reconsented re-consented completed returned moved lives lived born aged age reached agreed
-    signed called emailed requested asked
+    reconsented re-consented lives lived born aged age agreed signed called emailed requested
+    asked attended recovered relapsed survived underwent relocated passed tested phoned
+    wrote complained denied
     """
 )
 # A capitalised word followed by another: a title-case noun phrase ("Patient Reported
@@ -754,6 +758,8 @@ _PERSON_VERBS: frozenset[str] = _words(
 _TITLE_PHRASE_RE = re.compile(r"[A-Z][a-z]+\s+[A-Z]")
 _PREV_WORD_RE = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
 _UPPER_WORD_NEXT_RE = re.compile(r"\s+[A-Z]{2,}\b")
+# The word just before, with only spaces between: not across the " | " of a joint scan.
+_WORD_BEFORE_RE = re.compile(r"([A-Za-z][A-Za-z'-]*)\s+$")
 _NEXT_WORD_RE = re.compile(r"\s*([,;:()]|[A-Za-z][A-Za-z'-]*)?")
 # Addresses written with words or spaces for their separators ("jane at example dot com",
 # "jane.doe at example.com", "jane @ example.com", "www dot example dot org").
@@ -761,7 +767,7 @@ _TLD = (
     r"(?:com|org|net|edu|gov|mil|int|info|biz|io|co|us|uk|ca|de|fr|nl|au|jp|cn|in|eu|ch|se"
     r"|es|it|ie|nz|me|health|med|app|dev|ai)"
 )
-_DOT_SEP = r"(?:\s*\.\s*|\s+dot\s+)"
+_DOT_SEP = r"(?:\s*\.\s*|\s+(?:dot|period)\s+)"
 # A spaced "@" ("jane @ example.com"); an "@" with no space beside it is _EMAIL_RE's.
 _AT_SEP_RE = re.compile(r"(?i)\s+at\s+|\s+@\s*|@\s+")
 _LOCAL_PART_RE = re.compile(r"(?i)(?<![\w.%+-])[a-z0-9][\w.%+-]{0,63}$")
@@ -775,7 +781,7 @@ _DOMAIN_WORDS_RE = re.compile(
 )
 # " dot com" after a letter or digit ("example dot com"): found by its TLD, so that a long
 # run of "a dot a dot ..." costs one pass.
-_DOT_WORD_TLD_RE = re.compile(r"(?i)\sdot\s+" + _TLD + r"(?![\w-])")
+_DOT_WORD_TLD_RE = re.compile(r"(?i)\s(?:dot|period)\s+" + _TLD + r"(?![\w-])")
 _WWW_WORDS_RE = re.compile(
     r"(?i)(?<![\w.])www" + _DOT_SEP + r"[a-z0-9-]{1,63}(?:" + _DOT_SEP + r"[a-z0-9-]{1,63}){1,8}"
 )
@@ -1002,15 +1008,16 @@ def _vocabulary(word: str) -> bool:
 
 
 def _in_a_sentence(text: str, match: re.Match[str]) -> tuple[bool, str]:
-    """(the words around a match read as a sentence, the word after it). A title-case stage
-    name ("Patient Graph Builder") is capitalised throughout; a sentence that names a person
-    goes on in lower case ("Patient Zoltan Varga enrolled", "re-run for Patient Zoltan Varga").
-    """
+    """(the words around a match read as a sentence about a person, the word after it). A
+    title-case stage name ("Patient Graph Builder", "Participant Diary Upload finished") is
+    capitalised throughout or goes on with what a stage does; a sentence that names a person
+    goes on with what a person does, or a comma, or has lower-case words before the context
+    word ("Patient Zoltan Varga enrolled", "Varga, 67", "re-run for Patient Zoltan Varga")."""
     after = _NEXT_WORD_RE.match(text, match.end())
     following = after.group(1) if after is not None and after.group(1) else ""
-    if following[:1].islower() or following[:1] in (",", ";", ":", "(", ")"):
+    if following.lower() in _PERSON_VERBS or following[:1] in (",", ";", "("):
         return True, following
-    before = _PREV_WORD_RE.search(text, max(0, match.start() - 40), match.start())
+    before = _WORD_BEFORE_RE.search(text, max(0, match.start() - 40), match.start())
     return before is not None and before.group(1)[:1].islower(), following
 
 
@@ -1271,7 +1278,8 @@ def _email_in_words(text: str, match: re.Match[str]) -> bool:
     separator = match.group(0)
     if "@" in separator:
         return True
-    if " dot " in domain.group(0).lower() or separator.strip() == "AT":
+    written = domain.group(0).lower()
+    if " dot " in written or " period " in written or separator.strip() == "AT":
         return True
     return any(c in local.group(0) for c in "._+%") or any(c.isdigit() for c in local.group(0))
 
