@@ -6,6 +6,7 @@ Plain functions, no database. Corpus failures are named by file and line number.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import FrozenInstanceError
@@ -38,6 +39,17 @@ CLEAN_LINES = _load("clean.jsonl")
 # other dashes, spaces and digits, bidi controls), spelt-out keywords, and identifiers split
 # across the free-text fields of one event. Each line says how in "evasion".
 EVASION_LINES = _load("evasions.jsonl")
+# Each Safe Harbor identifier written past the label patterns: look-alike letters and small
+# capitals in the label, abbreviations, the label's words joined by dots, dashes, underscores
+# or camel case, other connectors (the numero sign, "->", "is"), values in other separator
+# styles, e-mail and URL separators spelt out or from other scripts, names with no listed
+# first name; plus a hand-written part in natural phrasing.
+LABEL_EVASION_LINES = _load("label_evasions.jsonl")
+# Research text that must pass: stage names, genes and alleles, instrument serials and run
+# folders, data freezes and versions, units and metrics close to a label ("acc 0.912",
+# "Mob. phase B", "pH 7.4"), title-case stage names after "Patient".
+CLEAN_RESEARCH_LINES = _load("clean_research.jsonl")
+LABEL_EVASION_RECALL_FLOOR = 0.95
 
 
 def _strings(value: object) -> Iterator[str]:
@@ -129,6 +141,57 @@ def test_it_refuses_every_evasion_corpus_payload(entry: dict[str, Any]) -> None:
     "entry", [entry for _, entry in EVASION_LINES], ids=[where for where, _ in EVASION_LINES]
 )
 def test_it_never_puts_an_evasions_value_in_a_finding(entry: dict[str, Any]) -> None:
+    rendered = " ".join(f"{finding} {finding!r}" for finding in scan(entry["payload"]))
+    free_text = [entry["payload"][key] for key in FREE_TEXT_FIELDS if key in entry["payload"]]
+    assert free_text and not [value for value in free_text if value in rendered]
+
+
+def test_it_has_a_label_evasion_corpus_for_every_safe_harbor_identifier() -> None:
+    counts = Counter(entry["category"] for _, entry in LABEL_EVASION_LINES)
+    identifiers = CATEGORIES - {"BIDI_CONTROL", "HEALTH_INFORMATION", "PHI_FIELD_NAME"}
+    assert len(LABEL_EVASION_LINES) >= 500
+    assert set(counts) == identifiers, identifiers ^ set(counts)
+    assert min(counts.values()) >= 8, counts
+
+
+def _label_evasion_misses() -> list[tuple[str, str, str]]:
+    misses = []
+    for where, entry in LABEL_EVASION_LINES:
+        if entry["category"] not in {finding.category for finding in scan(entry["payload"])}:
+            misses.append((where, entry["category"], entry["evasion"]))
+    return misses
+
+
+def test_it_refuses_at_least_95_percent_of_the_label_evasions_and_90_of_each_kind() -> None:
+    misses = _label_evasion_misses()
+    recall = 1 - len(misses) / len(LABEL_EVASION_LINES)
+    assert recall >= LABEL_EVASION_RECALL_FLOOR, (recall, misses)
+    totals = Counter(entry["category"] for _, entry in LABEL_EVASION_LINES)
+    missed = Counter(category for _, category, _ in misses)
+    worst = min(1 - missed[category] / total for category, total in totals.items())
+    assert worst >= 0.9, (missed, misses)
+
+
+def test_it_has_a_clean_research_corpus_of_at_least_250_payloads() -> None:
+    assert len(CLEAN_RESEARCH_LINES) >= 250
+    assert all(set(entry) == {"payload"} for _, entry in CLEAN_RESEARCH_LINES)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [entry for _, entry in CLEAN_RESEARCH_LINES],
+    ids=[where for where, _ in CLEAN_RESEARCH_LINES],
+)
+def test_it_accepts_every_clean_research_payload(entry: dict[str, Any]) -> None:
+    assert scan(entry["payload"]) == []
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [entry for _, entry in LABEL_EVASION_LINES],
+    ids=[where for where, _ in LABEL_EVASION_LINES],
+)
+def test_it_never_puts_a_label_evasions_value_in_a_finding(entry: dict[str, Any]) -> None:
     rendered = " ".join(f"{finding} {finding!r}" for finding in scan(entry["payload"]))
     free_text = [entry["payload"][key] for key in FREE_TEXT_FIELDS if key in entry["payload"]]
     assert free_text and not [value for value in free_text if value in rendered]
@@ -526,3 +589,191 @@ def test_it_reports_what_texts_read_together_add_beyond_each_alone() -> None:
 )
 def test_it_accepts_ordinary_unicode_text(text: str) -> None:
     assert scan_text(text) == []
+
+
+# --- confusables skeleton, labels, separators and names (issue 22) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("\u1d0d\u0280\u0274 7654321", "MEDICAL_RECORD_NUMBER"),  # small capitals
+        ("\ua731\ua731\u0274 123456789", "SSN"),
+        ("\u1d05\u1d0f\u0299 03/14/1950", "DATE_OF_BIRTH"),
+        ("\u043crn 7654321", "MEDICAL_RECORD_NUMBER"),  # Cyrillic em: small capital M
+        ("hospita\u04cf number 00451289", "MEDICAL_RECORD_NUMBER"),  # palochka read as "l"
+    ],
+)
+def test_it_reads_small_capitals_and_look_alike_letters_through_the_confusables_skeleton(
+    text: str, category: str
+) -> None:
+    assert category in scan_text(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Med. Rec. 7654321",
+        "med-rec-no 7654321",
+        "MedRecNo: 7654321",
+        "medical_record 7654321",
+        "Med.Rec.No.7654321",
+        "hosp # 7654321",
+        "HospitalNumber is 7654321",
+        "M/R# 7654321",
+        "MRN -> 7654321",
+        "Patient \u2116 7654321",
+    ],
+)
+def test_it_accepts_abbreviations_punctuation_and_spacing_in_a_label(text: str) -> None:
+    assert scan_text(text) == ["MEDICAL_RECORD_NUMBER"]
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "03/14/1950",
+        "14.03.1950",
+        "1950.03.14",
+        "03 14 1950",
+        "19500314",
+        "14-III-1950",
+        "3/14/'50",
+        "Mar-14-1950",
+        "14th of March 1950",
+    ],
+)
+def test_it_reads_a_date_of_birth_in_every_separator_style(date: str) -> None:
+    assert scan_text(f"date-of-birth {date}") == ["DATE_OF_BIRTH"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "jane(at)example(dot)com",
+        "jane [at] example [dot] com",
+        "jane at example dot com",
+        "jane.doe at example.com",
+        "jane @ example.com",
+        "jane@example\u3002com",
+        "jane@example\u06d4org",
+        "jane@example\u00b7com",
+    ],
+)
+def test_it_reads_e_mail_addresses_with_spelt_out_or_other_scripts_separators(text: str) -> None:
+    assert scan_text(text) == ["EMAIL_ADDRESS"]
+
+
+def test_it_does_not_read_a_plain_at_before_a_domain_as_an_e_mail() -> None:
+    assert scan_text("uploaded at s3.amazonaws.com") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hxxps://example.org/p/1",
+        "https[:]//example[.]com",
+        "www(dot)example(dot)org",
+        "example.org/records?id=4471",
+        "www dot example dot com",
+        "site: example.org",
+    ],
+)
+def test_it_reads_defanged_and_scheme_less_urls(text: str) -> None:
+    assert scan_text(text) == ["URL"]
+
+
+def test_it_reads_a_defanged_ip_address() -> None:
+    assert scan_text("host 192[.]168[.]1[.]44") == ["IP_ADDRESS"]
+
+
+def test_it_reads_the_numero_sign_as_a_number_label() -> None:
+    assert scan_text("Account\u211612345678") == ["ACCOUNT_NUMBER"]
+
+
+def test_it_reads_a_telephone_symbol_as_a_phone_label() -> None:
+    assert scan_text("\u260e 6175550101") == ["PHONE_NUMBER"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Patient Zoltan Varga enrolled",
+        "re-run requested for Patient Ottilie Lindqvist",
+        "Participant Rafael Quintero withdrew from the study",
+        "Patient Varga withdrew",
+        "PATIENT: ZOLTAN VARGA",
+        "Mr.Varga record merged",
+        "DR. VARGA signed off",
+    ],
+)
+def test_it_finds_names_by_their_context_without_a_first_name_list(text: str) -> None:
+    assert scan_text(text) == ["PERSON_NAME"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Patient Graph Builder",
+        "Patient Graph Builder completed",
+        "Patient Journey Mapping",
+        "Subject Visit Windowing",
+        "Participant Diary Upload finished",
+        "Patient Embryo Transfer completed",
+        "Patient: N/A",
+        "Subject: QC report",
+        "Dr. QC",
+    ],
+)
+def test_it_does_not_take_title_case_stage_names_or_acronyms_for_names(text: str) -> None:
+    assert scan_text(text) == []
+
+
+def test_it_does_not_read_patient_reported_outcomes_as_a_statement_about_a_patient() -> None:
+    assert scan_text("Patient Reported Outcomes scored") == []
+    assert scan_text("Patient reported chest pain") == ["HEALTH_INFORMATION"]
+
+
+@pytest.mark.parametrize("text", ["age ninety-two", "ninety-one years old", "aged one hundred"])
+def test_it_reads_an_age_over_89_written_out(text: str) -> None:
+    assert scan_text(text) == ["AGE_OVER_89"]
+
+
+@pytest.mark.parametrize("text", ["aged ninety and over: 12", "Ninety percent CI computed"])
+def test_it_allows_written_out_bands_and_other_uses_of_ninety(text: str) -> None:
+    assert scan_text(text) == []
+
+
+def test_it_reads_a_four_part_version_ending_in_two_zeros_as_a_version() -> None:
+    assert scan_text("Joint genotyping (GATK 4.5.0.0)") == []
+    assert scan_text("host 10.20.30.40") == ["IP_ADDRESS"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Illumina NovaSeq 6000 SN A00123", "BRCA1", "HLA-DRB1*04:01", "Data freeze 2024-03"],
+)
+def test_it_accepts_the_issues_clean_research_examples(text: str) -> None:
+    assert scan_text(text) == []
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "a dot ",
+        "jane.doe at ",
+        "x@",
+        "a[.]",
+        "Patient Ab ",
+        "DOB 1 ",
+        "a at b dot ",
+        "hospita\u04cf ",
+    ],
+)
+def test_it_scans_a_64_kib_pathological_string_in_linear_time(unit: str) -> None:
+    # A quadratic pattern takes tens of seconds on 64 KiB ("a dot " x 11,000 took 28 s before
+    # the dot-word search was anchored on its TLD); linear ones take tens of milliseconds.
+    text = (unit * (65536 // len(unit) + 1))[:65536]
+    started = time.perf_counter()
+    scan_text(text)
+    assert time.perf_counter() - started < 2.0

@@ -156,6 +156,18 @@ _COMMON_WORDS: frozenset[str] = _words(
     visits vitals volume volumes weekly weight weighting weights anonymous action actions re
     level selection
     """
+) | _words(
+    # Nouns of software and pipelines that stage names put after "Patient" or "Subject" in
+    # title case ("Patient Graph Builder", "Subject Visit Windowing").
+    """
+    builder builders graph graphs viewer explorer engine service services loader parser writer
+    reader scanner exporter importer generator validator checker mapper matcher linker store
+    cache queue worker runner scheduler manager tracker journey timeline flow safety zero
+    network embedding embeddings vector vectors search query queries sheet sheets extract
+    extracts snapshot snapshots archive module modules app api view views chart charts
+    summary summaries metric metrics signal signals trajectory trajectories window windows
+    visit visits portal registry registries atlas catalog catalogue inventory library
+    """
 )
 # Nouns that, before "name:", say the name is a thing's ("Stage name: Data Ingestion").
 _THING_NOUNS: frozenset[str] = _words(
@@ -230,10 +242,15 @@ _B_AGE = 1 << 13
 _B_DEVICE = 1 << 14
 _B_VEHICLE = 1 << 15
 _B_BIOMETRIC = 1 << 16
-_B_PHONE_OR_FAX = _B_PHONE | _B_FAX
 _B_NAME_AGE = 1 << 17  # hints for "John Doe, 45" / "Jane Roe, 93 F"
+_B_AT = 1 << 18  # "jane at example dot com"
+_B_DOT = 1 << 19
+_B_WWW = 1 << 20
+_B_URL_CTX = 1 << 21  # "site: example.org"
+_B_AGE_WORDS = 1 << 22  # "aged ninety-two"
+_B_PHONE_OR_FAX = _B_PHONE | _B_FAX
 # Detectors that can fire on a string without any digit.
-_B_NO_DIGIT_NEEDED = _B_NAME | _B_HEALTH
+_B_NO_DIGIT_NEEDED = _B_NAME | _B_HEALTH | _B_AT | _B_DOT | _B_WWW | _B_URL_CTX | _B_AGE_WORDS
 
 
 def _triggers() -> dict[str, int]:
@@ -245,49 +262,73 @@ def _triggers() -> dict[str, int]:
 
     add(
         _B_NAME,
-        "mr mrs ms mx dr prof patient pt subject participant resident decedent beneficiary "
-        "enrollee mother father spouse wife husband son daughter brother sister guardian sibling "
-        "kin nok name named surname aka alias",
+        "mr mrs ms mx dr prof mister patient pt subject participant resident decedent "
+        "beneficiary enrollee mother father spouse wife husband son daughter brother sister "
+        "guardian sibling kin nok name named surname aka alias nm fullname firstname lastname "
+        "patientname ptname",
     )
     for word in _FIRST_NAMES | _SURNAMES:
         add(_B_NAME | _B_NAME_AGE, word)
     add(_B_NAME_AGE, "m f male female yo y years yrs yr")
     add(_B_HEALTH, "patient pt subject participant")
-    add(_B_SSN, "ssn ss social soc ssa")
-    add(_B_MRN, "mrn medical med medrec hospital emr ehr chart record patient pt mr")
+    # Labels are also matched glued ("SocSecNo", "MedRecNo", "DateOfBirth"): a glued label is
+    # one lowercase word here, so its common glued forms are listed too.
+    add(_B_SSN, "ssn ss social soc ssa sec socsec socsecno ssno")
+    add(
+        _B_MRN,
+        "mrn medical med medrec medrecno mrno rec record recno hospital hosp emr ehr chart "
+        "patient pt pat patientid ptid patientno mr m nhs health",
+    )
     add(
         _B_PLAN,
-        "member subscriber health plan beneficiary insurance policy medicare medicaid mbi hicn "
-        "group payer",
+        "member mbr memberid subscriber subscr health hlth plan beneficiary bene insurance ins "
+        "policy pol policyno medicare mcare medicaid mcaid medi mbi hicn group grp payer payor "
+        "enrollee hpid",
     )
-    add(_B_ACCOUNT, "account acct iban routing credit card")
-    add(_B_LICENSE, "license licence lic dl dea npi state passport")
-    add(_B_CERT, "certificate cert")
-    add(_B_PHONE, "phone telephone tel cell cellphone mobile ph contact call pager beeper")
-    add(_B_FAX, "fax facsimile telefax")
+    add(
+        _B_ACCOUNT,
+        "account acct acctno accnt acc accno iban routing aba credit debit card cc bank billing",
+    )
+    add(
+        _B_LICENSE,
+        "license licence lic lisc licno dl dea npi state passport ppt driver drivers driving",
+    )
+    add(_B_CERT, "certificate cert certif")
+    add(
+        _B_PHONE,
+        "phone telephone tel cell cellphone mobile mob ph contact call pager beeper whatsapp "
+        "sms phoneno",
+    )
+    add(_B_FAX, "fax fx facsimile telefax")
     add(_B_ZIP, "zip zipcode postal postcode post")
     add(
         _B_ADDRESS,
         "street st avenue ave av road rd boulevard blvd lane ln drive dr court ct place pl "
-        "terrace ter way parkway pkwy highway hwy circle cir plaza pike turnpike box",
+        "terrace ter way parkway pkwy highway hwy circle cir plaza pike turnpike box pob "
+        "office address addr residence lives living resides residing",
     )
     add(
         _B_DATE,
-        "dob d birth birthdate birthday born death died deceased dod admitted admission admit "
-        "discharged discharge",
+        "dob d birth birthdate birthday bday b born dt dateofbirth death died deceased dod "
+        "passed admitted admission admit adm doa discharged discharge disch dc service dos",
     )
     add(_B_AGE, "age aged yo y year years yr yrs old")
+    add(_B_AGE_WORDS, "ninety hundred")
     add(
         _B_DEVICE,
-        "serial sn s device imei meid esn udi implant pacemaker pump monitor aid cgm "
-        "defibrillator icd mac hardware",
+        "serial serialno ser sn s device dev imei meid esn udi implant pacemaker pump monitor "
+        "aid cgm defibrillator icd stent mac hardware",
     )
-    add(_B_VEHICLE, "vin plate vehicle registration")
+    add(_B_VEHICLE, "vin plate vehicle car registration reg")
     add(
         _B_BIOMETRIC,
         "fingerprint finger thumbprint thumb palm palmprint voiceprint voice faceprint face "
         "facial retina retinal iris biometric biometrics gait dna genetic",
     )
+    add(_B_AT, "at")
+    add(_B_DOT, "dot period")
+    add(_B_WWW, "www")
+    add(_B_URL_CTX, "url link site website web homepage domain visit")
     return table
 
 
@@ -298,14 +339,29 @@ _TRIGGERS: dict[str, int] = _triggers()
 # --------------------------------------------------------------------------------------------
 
 _WORD_RE = re.compile(r"[a-z]+")
+# A capital after a small letter ("HospitalNumber") or a capital pair before one ("NHSNumber").
+# Led by a character class, so that the search skips to capitals.
+_CAMEL_RE = re.compile(r"[A-Z](?:(?<=[a-z][A-Z])|(?<=[A-Z][A-Z])(?=[a-z]))")
+_CAMEL_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 _DIGIT_RUN_RE = re.compile(r"\d+")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_]+")
 _ISO_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?Z?")
-_GLUED_RE = re.compile(r"(?i)(mrn|ssn|dob|npi|dea|mbi|imei|vin|acct)_?(?=[A-Za-z0-9]*\d{4})")
+_GLUED_RE = re.compile(
+    r"(?i)(mrn|medrecno|medrec|ssn|socsecno|dob|dateofbirth|npi|dea|mbi|imei|vin|acctno|acct"
+    r"|ptid|patientid|memberid)_?(?=[A-Za-z0-9]*\d{4})"
+)
 _GLUED_CATEGORY: dict[str, str] = {
     "mrn": MEDICAL_RECORD_NUMBER,
+    "medrec": MEDICAL_RECORD_NUMBER,
+    "medrecno": MEDICAL_RECORD_NUMBER,
+    "ptid": MEDICAL_RECORD_NUMBER,
+    "patientid": MEDICAL_RECORD_NUMBER,
+    "memberid": HEALTH_PLAN_NUMBER,
     "ssn": SSN,
+    "socsecno": SSN,
     "dob": DATE_OF_BIRTH,
+    "dateofbirth": DATE_OF_BIRTH,
+    "acctno": ACCOUNT_NUMBER,
     "npi": LICENSE_NUMBER,
     "dea": LICENSE_NUMBER,
     "mbi": HEALTH_PLAN_NUMBER,
@@ -320,7 +376,8 @@ _EMAIL_RE = re.compile(
     r"[A-Za-z]{2,24}(?![\w-])"
 )
 _URL_RE = re.compile(
-    r"(?i)(?<![\w.-])(?:(?:https?|ftp|sftp|wss?)://[^\s<>\"']{2,}|www\.[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+)"
+    r"(?i)(?<![\w.-])(?:(?:https?|ftp|sftp|wss?)(?:://[^\s<>\"']{2,}"
+    r"|\s*:\s*/\s*/\s*[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+)|www\.[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+)"
 )
 
 # Context-free numeric shapes.
@@ -350,115 +407,191 @@ _VIN_RE = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NPR-Z0-9]{17}(?![A-Za-z0-9])")
 _UDI_GS1_RE = re.compile(r"\(01\)\d{14}")
 
 # Context + identifier. An identifier token holds at least one digit (checked after matching).
-_ID = r"((?:(?-i:[A-Z]{1,4})\s(?=\d))?[A-Za-z0-9](?:[A-Za-z0-9]|[-/.](?=[A-Za-z0-9])){2,40})"
-_NUMWORD = r"(?:number|num|nbr|no\.?|#|id|identifier)"
+# Inside it: letters and digits, single "-", "/" or "." between them, and single spaces between
+# digits ("MRN 765 4321").
+_ID = (
+    r"((?:(?-i:[A-Z]{1,4})\s(?=\d))?[A-Za-z0-9]"
+    r"(?:[A-Za-z0-9]|[-/.](?=[A-Za-z0-9])|(?<=\d)\s(?=\d)){2,40})"
+)
+# Between the words of a label: any run of spaces, dots, dashes, underscores or slashes, or
+# nothing ("med rec", "med. rec.", "med-rec", "med_rec", "MedRec").
+_S = r"[\s._/-]*"
+_NUMWORD = r"(?:number|numb|num|nmbr|nbr|nr|no\.?|#|id|ident|identifier)"
 # Optional connectors between a context word and the identifier: "MRN: A-99812",
-# "medical record #4411", "member ID is XYZ123", "policy no. 12-345".
-_CONN = r"(?:\s*" + _NUMWORD + r"(?![a-z])){0,2}\s*(?:[:#=]\s*)?(?:(?:is|was|of)\s+)?#?\s*"
+# "medical record #4411", "member ID is XYZ123", "policy no. 12-345", "med-rec-no 123",
+# "MRN -> 123".
+_CONN = (
+    r"(?:" + _S + _NUMWORD + r"(?![a-z])){0,2}\s*(?:[:#=>|~.-]+\s*){0,3}"
+    r"(?:(?:is|was|of|are)\s*[:=]?\s+)?#?\s*"
+)
 _UNIT_SUFFIX_RE = re.compile(
     r"\d(?:bits?|bytes?|[kmgt]i?b|ms|s|secs?|mins?|h|hrs?|px|k|x|d|-bits?|-bytes?)$", re.I
 )
 
 
 def _ctx(keywords: str) -> re.Pattern[str]:
-    return re.compile(r"(?i)(?<![\w.])(?:" + keywords + r")(?![a-z])" + _CONN + _ID)
+    return re.compile(r"(?i)(?<![\w.])(?:" + keywords + r")(?!(?-i:[a-z]))" + _CONN + _ID)
 
+
+# A number word after a label, required where the label alone is an ordinary word.
+_NUM_REQUIRED = _S + r"(?:number|numb|num|nmbr|nbr|nr|no\.?|#|id)"
 
 _MRN_RE = _ctx(
-    r"mrn|m\.r\.n\.?|medical\s+records?(?:\s+" + _NUMWORD + r")?|med\.?\s*rec(?:ord)?|medrec"
-    r"|hospital\s+" + _NUMWORD + r"|(?:emr|ehr)\s+id|chart\s+" + _NUMWORD + r"|record\s+"
-    r"(?:number|no\.?|#)|patient\s+" + _NUMWORD + r"|pt\.?\s*" + _NUMWORD + r"|mr\s*#"
+    r"mrn|m\.r\.n\.?|mr\s*#|mr" + _S + r"(?:number|num|nbr|no\.?)|m/r"
+    r"|med(?:ical|\.)?" + _S + r"rec(?:ords?|\.|s)?(?:" + _S + _NUMWORD + r")?"
+    r"|hosp(?:ital|\.)?"
+    + _NUM_REQUIRED
+    + r"|(?:emr|ehr)"
+    + _NUM_REQUIRED
+    + r"|chart"
+    + _NUM_REQUIRED
+    + r"|rec(?:ord|\.)?"
+    + _S
+    + r"(?:number|num|nbr|no\.?|#)"
+    r"|(?:patient|pat\.|pt\.?)"
+    + _NUM_REQUIRED
+    + r"|nhs"
+    + _NUM_REQUIRED
+    + r"|health"
+    + _S
+    + r"record"
+    + _NUM_REQUIRED
 )
 _PLAN_RE = _ctx(
-    r"(?:member|subscriber|beneficiary|enrollee|payer)\s*" + _NUMWORD + r"|health\s*plan"
-    r"(?:\s+(?:beneficiary|member|subscriber))?(?:\s+"
+    r"(?:member|mbr|subscriber|subscr|beneficiary|bene|enrollee|payer|payor)"
+    + _NUM_REQUIRED
+    + r"|(?:health|hlth)"
+    + _S
+    + r"plan(?:"
+    + _S
+    + r"(?:beneficiary|member|subscriber))?"
+    r"(?:" + _S + _NUMWORD + r")?|hpid"
+    r"|ins(?:urance|\.)?"
+    + _S
+    + r"(?:pol(?:icy|\.)?(?:"
+    + _S
     + _NUMWORD
-    + r")?|insurance\s*(?:"
+    + r")?|member"
+    + _NUM_REQUIRED
+    + r"|"
     + _NUMWORD
-    + r"|policy(?:\s+"
+    + r")"
+    r"|pol(?:icy|\.)?" + _S + r"(?:number|num|nbr|no\.?|#|id)"
+    r"|medicare(?:" + _S + r"(?:" + _NUMWORD + r"|beneficiary" + _S + r"identifier))?"
+    r"|medicaid(?:"
+    + _S
     + _NUMWORD
-    + r")?)|policy\s*(?:number|no\.?|#|id)|medicare(?:\s+(?:"
-    + _NUMWORD
-    + r"|beneficiary\s+identifier))?|medicaid(?:\s+"
-    + _NUMWORD
-    + r")?|mbi|hicn|group\s+(?:number|no\.?|#)|plan\s+(?:member\s+)?(?:id|number|no\.?|#)"
+    + r")?|(?:mcare|mcaid|medi-cal)"
+    + _NUM_REQUIRED
+    + r"|mbi|hicn|gr(?:ou)?p"
+    + _S
+    + r"(?:number|num|nbr|no\.?|#)"
+    r"|plan" + _S + r"(?:member" + _S + r")?(?:id|number|num|no\.?|#)"
 )
 _ACCOUNT_RE = _ctx(
-    r"(?:(?:bank|billing|checking|savings|patient|hospital|financial)\s+)?account(?:\s+"
-    + _NUMWORD
-    + r")?|acct\.?|a/c|iban|routing\s+(?:number|no\.?|#)|(?:credit|debit)\s+card(?:\s+"
-    + _NUMWORD
-    + r")?|card\s+(?:number|no\.?|#)"
+    r"(?:(?:bank|billing|checking|chk|savings|patient|pt|hospital|financial)" + _S + r")?"
+    r"(?:account|acct|acc't|accnt)(?:" + _S + _NUMWORD + r")?"
+    r"|acc" + _S + r"(?:number|num|nbr|no\.?|#)|a/c(?:" + _S + _NUMWORD + r")?|iban"
+    r"|(?:routing|aba)" + _S + r"(?:number|num|nbr|no\.?|#)"
+    r"|(?:credit|debit|cc)" + _S + r"card(?:" + _S + _NUMWORD + r")?"
+    r"|(?:card|cc)" + _S + r"(?:number|num|nbr|no\.?|#)"
 )
 _LICENSE_RE = _ctx(
-    r"(?:(?:driver'?s?|driving|medical|nursing|state|professional|pharmacy|physician|"
-    r"dental|business)\s+)?licen[cs]e(?!\s+plate)(?:\s+" + _NUMWORD + r")?"
-    r"|dl\s*(?:number|no\.?|#)|lic\.?\s*(?:number|no\.?|#)|dea(?:\s+(?:"
-    + _NUMWORD
-    + r"|registration))?|npi(?:\s+"
-    + _NUMWORD
-    + r")?|state\s+id(?:\s+"
-    + _NUMWORD
-    + r")?|passport(?:\s+"
-    + _NUMWORD
-    + r")?"
+    r"(?:(?:driver'?s?|driving|drv|medical|med|nursing|state|professional|prof|pharmacy"
+    r"|physician|dental|business)" + _S + r")?(?:licen[cs]e|lisc|lic\.)(?!" + _S + r"plate)"
+    r"(?:" + _S + _NUMWORD + r")?"
+    r"|(?:driver'?s?|driving)" + _S + r"lic(?:" + _S + _NUMWORD + r")?"
+    r"|lic" + _S + r"(?:number|num|nbr|no\.?|#)|dl" + _S + r"(?:number|num|nbr|no\.?|#)"
+    r"|dl(?=\s*[:=])|dea(?:" + _S + r"(?:" + _NUMWORD + r"|registration))?"
+    r"|npi(?:" + _S + _NUMWORD + r")?|state" + _S + r"id(?:" + _S + _NUMWORD + r")?"
+    r"|passport(?:" + _S + _NUMWORD + r")?|ppt" + _S + r"(?:number|num|nbr|no\.?|#)"
 )
 _CERT_RE = _ctx(
-    r"(?:(?:birth|death|marriage|medical|vaccination|immunization)\s+)?certificate(?:\s+"
-    + _NUMWORD
-    + r")?|cert\.?(?:\s+"
-    + _NUMWORD
-    + r")?"
+    r"(?:(?:birth|death|marriage|medical|vaccination|vacc|immunization|immunisation)" + _S + r")?"
+    r"(?:certificate|certif\.?|cert\.?)(?:" + _S + _NUMWORD + r")?"
 )
 _DEVICE_RE = _ctx(
-    r"serial(?:\s+" + _NUMWORD + r")?|s/n|sn(?=\s*[:#])|device\s*(?:id|identifier|serial|sn|uid|"
-    r"number|no\.?)(?:\s+" + _NUMWORD + r")?|imei|meid|esn(?=\s*[:#])|udi(?:\s*(?:di|pi))?"
-    r"|(?:implant|pacemaker|pump|monitor|hearing\s+aid|cgm|defibrillator|icd)\s+(?:id|serial|sn"
-    r"|s/n|uid)(?:\s+" + _NUMWORD + r")?|hardware\s+id"
+    r"serial(?:" + _S + _NUMWORD + r")?|ser\.?" + _S + r"(?:number|num|nbr|no\.?|#)|s/n"
+    r"|s\.\s?n\.|sn(?=\s*[:#])|(?:device|dev\.?)" + _S + r"(?:id|identifier|serial|sn|s/n|uid"
+    r"|number|num|no\.?|#)(?:" + _S + _NUMWORD + r")?|imei|meid|esn(?=\s*[:#])"
+    r"|udi(?:" + _S + r"(?:di|pi))?|(?:implant|pacemaker|pump|monitor|hearing" + _S + r"aid|cgm"
+    r"|defibrillator|icd|stent)"
+    + _S
+    + r"(?:id|serial|sn|s/n|uid|ser\.?)(?:"
+    + _S
+    + _NUMWORD
+    + r")?|hardware"
+    + _S
+    + r"id"
 )
 _BIOMETRIC_RE = re.compile(
-    r"(?i)(?<![\w.])(?:finger\s*print|thumb\s*print|palm\s*print|voice\s*print|face\s*print"
-    r"|retina(?:l)?\s+(?:scan|id|template|code|image)|iris\s+(?:scan|code|template|id)"
-    r"|biometrics?|facial\s+(?:template|geometry|scan)|gait\s+signature"
-    r"|dna\s+(?:profile|sample)|genetic\s+profile)(?![a-z])"
-    r"(?:\s*(?:id|identifier|template|hash|scan|code|no\.?|number|ref|record|sample|#)(?![a-z])){0,2}"
-    r"\s*(?:[:#=]\s*)?" + _ID
+    r"(?i)(?<![\w.])(?:finger" + _S + r"print|thumb" + _S + r"print|palm" + _S + r"print"
+    r"|voice" + _S + r"print|face" + _S + r"print"
+    r"|retina(?:l)?" + _S + r"(?:scan|id|template|code|image)|iris" + _S + r"(?:scan|code"
+    r"|template|id)|biometrics?|facial"
+    + _S
+    + r"(?:template|geometry|scan)|gait"
+    + _S
+    + r"signature|dna"
+    + _S
+    + r"(?:profile|sample)|genetic"
+    + _S
+    + r"profile)(?!(?-i:[a-z]))"
+    r"(?:" + _S + r"(?:id|identifier|template|hash|scan|code|no\.?|number|ref|record|sample|#)"
+    r"(?![a-z])){0,2}" + _CONN + _ID
 )
 _VIN_CTX_RE = re.compile(
-    r"(?i)(?<![\w.])vin(?:\s+(?:number|no\.?|#))?\s*[:#=]?\s*([A-HJ-NPR-Z0-9]{17})(?![A-Za-z0-9])"
+    r"(?i)(?<![\w.])vin(?:" + _S + r"(?:number|num|no\.?|#))?\s*(?:[:#=>.-]+\s*){0,3}"
+    r"([A-HJ-NPR-Z0-9]{17})(?![A-Za-z0-9])"
 )
 _PLATE_RE = re.compile(
-    r"(?i)(?<![\w.])(?:(?:licen[cs]e|number|registration|reg\.?|vehicle|car|tag)\s+plate"
-    r"(?:\s+" + _NUMWORD + r")?|plate\s*(?:number|no\.?|#)|vehicle\s+(?:id|registration)"
-    r"(?:\s+" + _NUMWORD + r")?)(?![a-z])\s*(?:[:#=]\s*)?(?:(?:is|was)\s+)?"
+    r"(?i)(?<![\w.])(?:(?:licen[cs]e|lic\.?|number|registration|reg\.?|vehicle|car|tag)"
+    + _S
+    + r"plate(?:"
+    + _S
+    + _NUMWORD
+    + r")?|plate"
+    + _S
+    + r"(?:number|num|no\.?|#)"
+    r"|(?:vehicle|car)" + _S + r"(?:id|registration|reg\.?)(?:" + _S + _NUMWORD + r")?)"
+    r"(?!(?-i:[a-z]))\s*(?:[:#=>.-]+\s*){0,3}(?:(?:is|was)\s+)?"
     r"([A-Z0-9]{1,4}[- ][A-Z0-9]{1,5}|[A-Z0-9]{2,8})(?![A-Za-z0-9])"
 )
 _SSN_CTX_RE = re.compile(
-    r"(?i)(?<![\w.])(?:ssn|ss\s*#|ss\s+no\.?|social\s+security(?:\s+" + _NUMWORD + r")?"
-    r"|soc\.?\s*sec\.?(?:\s+"
+    r"(?i)(?<![\w.])(?:ssn|ss\s*#|ss" + _S + r"(?:no\.?|num|number|nbr)"
+    r"|social" + _S + r"sec(?:urity|\.)?(?:" + _S + _NUMWORD + r")?"
+    r"|soc\.?"
+    + _S
+    + r"sec\.?(?:"
+    + _S
     + _NUMWORD
-    + r")?|ssa\s+"
-    + _NUMWORD
-    + r")(?![a-z])"
+    + r")?|ssa"
+    + _NUM_REQUIRED
+    + r")(?!(?-i:[a-z]))"
     + _CONN
-    + r"(\d{3})[-\s.]?(\d{2})[-\s.]?(\d{4})(?![\w-])"
+    + r"(\d{3})[-\s./]?(\d{2})[-\s./]?(\d{4})(?![\w-])"
 )
-_PHONE_VALUE = r"(\+?\(?\d[\d\s().-]{5,18}\d)(?![\w-])"
+_PHONE_VALUE = r"(\+?\(?\d[\d\s()./-]{5,18}\d)(?![\w-])"
+# "call back on ...", "fax to ...": only before a phone-shaped value (7 to 15 digits).
+_PHONE_TO = r"(?:(?:on|at|to|via)\s+)?"
 _PHONE_CTX_RE = re.compile(
-    r"(?i)(?<![\w.])(?:phone|telephone|tel|cell|cellphone|mobile|ph|pager|beeper"
-    r"|contact\s+(?:number|no\.?|#)|call(?:\s+(?:back|me))?(?:\s+at)?)(?![a-z])"
+    r"(?i)(?<![\w.])(?:phone|telephone|tel|cell|cellphone|mobile|mob|ph|pager|beeper|whatsapp"
+    r"|sms|contact"
+    + _S
+    + r"(?:number|num|no\.?|#)|call(?:\s+(?:back|me))?)(?!(?-i:[a-z]))"
     + _CONN
+    + _PHONE_TO
     + _PHONE_VALUE
 )
 _FAX_CTX_RE = re.compile(
-    r"(?i)(?<![\w.])(?:fax|facsimile|telefax)(?![a-z])(?:\s+(?:machine|line))?"
+    r"(?i)(?<![\w.])(?:fax|fx|facsimile|telefax)(?!(?-i:[a-z]))(?:\s+(?:machine|line))?"
     + _CONN
+    + _PHONE_TO
     + _PHONE_VALUE
 )
 _ZIP_CTX_RE = re.compile(
-    r"(?i)(?<![\w.])(?:zip|zipcode|zip\s+code|postal\s+code|postcode|post\s+code)(?![a-z])"
-    + _CONN
-    + r"(\d{5}(?:-\d{4})?|\d{3}(?=\*\*|xx))(?![\d-])"
+    r"(?i)(?<![\w.])(?:zip(?:" + _S + r"code)?|postal(?:" + _S + r"code)?|post" + _S + r"code)"
+    r"(?!(?-i:[a-z]))" + _CONN + r"(\d{5}(?:-\d{4})?|\d{3}(?=\*\*|xx))(?![\d-])"
 )
 _STREET_SUFFIX = (
     r"(?:Street|St|Avenue|Ave|Av|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl"
@@ -468,35 +601,106 @@ _STREET_RE = re.compile(
     r"(?<![\w.,/-])\d{1,6}[A-Za-z]?\s+(?:(?:[NSEW]|North|South|East|West)\.?\s+)?"
     r"(?:(?:[A-Z][A-Za-z'.-]{0,24}|\d{1,3}(?:st|nd|rd|th))\s+){1,4}" + _STREET_SUFFIX + r"\b"
 )
-_PO_BOX_RE = re.compile(r"(?i)(?<![\w.])p\.?\s?o\.?\s*box\s+\d{1,6}\b")
+# The same in any case ("12 elm street", "12 ELM ST."): only with a suffix that is not also
+# an ordinary word or unit, written in full or with its period.
+_STREET_ANY_CASE_RE = re.compile(
+    r"(?i)(?<![\w.,/-])\d{1,6}[a-z]?\s+(?:(?:[nsew]|north|south|east|west)\.?\s+)?"
+    r"(?:(?:[a-z][a-z'-]{0,24}|\d{1,3}(?:st|nd|rd|th))\s+){1,4}"
+    r"(?:street|avenue|road|boulevard|lane|drive|terrace|parkway|highway"
+    r"|(?:st|ave|rd|blvd|ln|dr|pkwy|hwy)\.)(?![a-z])"
+)
+# A label that says an address follows, then a house number and a word: any street, in any
+# language or case ("Address: 42 WALLABY WAY", "resides at 15 rue de la Paix").
+_ADDRESS_LABEL_RE = re.compile(
+    r"(?i)(?<![\w.])(?:(?:home|street|mailing|postal|residential)" + _S + r")?(?:address|addr\.?"
+    r"|residence)\s*[:=]\s*\d{1,6}[a-z]?,?\s+[a-z]{2,}"
+    r"|(?<![\w.])(?:lives|living|resides|residing)\s+at\s+\d{1,6}[a-z]?,?\s+[a-z]{2,}\s+[a-z]{2,}"
+)
+_PO_BOX_RE = re.compile(
+    r"(?i)(?<![\w.])(?:p\.?\s?o\.?\s*box|post" + _S + r"office" + _S + r"box)\s*#?\s*\d{1,6}\b"
+)
 
 # Dates tied to a person.
 _MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
     r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
 )
+_ROMAN_MONTH = r"(?:i{1,3}|iv|vi{0,3}|ix|xi{0,2})"
+_DSEP = r"\s*[-/._]\s*|\s+"  # between the parts of a date: any separator style
+_DAY = r"(?:0?[1-9]|[12]\d|3[01])"
+_MON = r"(?:0?[1-9]|1[0-2])"
 _DATE = (
-    r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})"
-    r"|" + _MONTH + r"\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}"
-    r"|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?" + _MONTH + r",?\s+\d{4}"
-    r"|\d{1,2}[-/ ]" + _MONTH + r"[-/ ]\d{2,4}"
-    r"|" + _MONTH + r",?\s+\d{4}|\d{4}[-/]\d{1,2})(?![\d/-])"
+    r"(?:\d{4}(?:" + _DSEP + r")\d{1,2}(?:" + _DSEP + r")\d{1,2}"
+    r"|\d{1,2}(?:" + _DSEP + r")\d{1,2}(?:" + _DSEP + r")(?:\d{4}|'?\d{2})"
+    r"|(?:19|20)\d{2}"
+    + _MON.replace("0?", "0")
+    + _DAY.replace("0?", "0")
+    + r"|"
+    + _MON.replace("0?", "0")
+    + _DAY.replace("0?", "0")
+    + r"(?:19|20)\d{2}"
+    r"|" + _DAY.replace("0?", "0") + _MON.replace("0?", "0") + r"(?:19|20)\d{2}"
+    r"|" + _MONTH + r"(?:" + _DSEP + r")\d{1,2}(?:st|nd|rd|th)?,?(?:" + _DSEP + r")(?:\d{4}|'\d{2})"
+    r"|\d{1,2}(?:st|nd|rd|th)?(?:"
+    + _DSEP
+    + r")(?:of\s+)?"
+    + _MONTH
+    + r",?(?:"
+    + _DSEP
+    + r")(?:\d{4}|'?\d{2})"
+    r"|\d{4}(?:" + _DSEP + r")" + _MONTH + r"(?:" + _DSEP + r")\d{1,2}"
+    r"|\d{1,2}(?:" + _DSEP + r")" + _ROMAN_MONTH + r"(?:" + _DSEP + r")\d{4}"
+    r"|" + _MONTH + r",?\s+\d{4}|\d{4}[-/.]\d{1,2}|\d{1,2}[-/.]\d{4})(?![\d/-])"
 )
 _DATE_CTX_RE = re.compile(
-    r"(?i)(?<![\w.])(?:d\.?o\.?b\.?|date\s+of\s+birth|birth\s*date|birthday|born"
-    r"|date\s+of\s+death|death\s+date|d\.?o\.?d\.?|died|deceased|death|admitted|admission|admit"
-    r"|date\s+of\s+admission|discharged|discharge|date\s+of\s+discharge)(?![a-z])"
-    r"(?:\s*[:=#,-]\s*|\s+)(?:(?:on|date|dt|was|is|of|at|in|to|the|a|icu|er|ed|hospital|ward"
-    r"|unit|home|from|d)(?![a-z])[\s:.=#,-]*){0,3}" + _DATE
+    r"(?i)(?<![\w.])(?:b\.(?=\s*\d)|d\.?o\.?b\.?|date"
+    + _S
+    + r"of"
+    + _S
+    + r"birth|dt\.?"
+    + _S
+    + r"of"
+    + _S
+    + r"birth|birth"
+    + _S
+    + r"(?:date|dt\.?|day)|b"
+    + _S
+    + r"day|b'day|born"
+    r"|date" + _S + r"of" + _S + r"death|death" + _S + r"(?:date|dt\.?)|d\.?o\.?d\.?|died"
+    r"|deceased|death|passed\s+away"
+    r"|date" + _S + r"of" + _S + r"admission|admission(?:" + _S + r"(?:date|dt\.?))?"
+    r"|adm\.?" + _S + r"(?:date|dt\.?)|admit(?:ted)?(?:" + _S + r"(?:date|dt\.?))?|d\.?o\.?a\.?"
+    r"|date" + _S + r"of" + _S + r"discharge|discharged?(?:" + _S + r"(?:date|dt\.?))?"
+    r"|disch\.?(?:" + _S + r"(?:date|dt\.?))?|d/c" + _S + r"(?:date|dt\.?)"
+    r"|date" + _S + r"of" + _S + r"service|service" + _S + r"date)(?!(?-i:[a-z]))"
+    r"(?:\s*\((?:[dmy]{1,4}[-/. ]?){2,3}\))?"  # a format hint: "DOB (mm/dd/yyyy): ..."
+    r"(?:\s*[:=#,.|/-])*\s*(?:(?:on|date|dt|was|is|of|at|in|to|the|a|icu|er|ed|hospital"
+    r"|ward|unit|home|from|d)(?![a-z])[\s:.=#,-]*){0,3}" + _DATE
 )
 _AGE_AFTER_RE = re.compile(
-    r"(?i)(?<![\w.])(?:age|aged)\s*(?:[:=]\s*|(?:of|is|was)\s+)?(\d{2,3})(?:\.\d+)?(?![\d.]?\d)"
+    r"(?i)(?<![\w.])(?:age|aged)(?:\s*\((?:yrs?|years|y)\))?\s*(?:[:=]\s*|(?:of|is|was)\s+)?"
+    r"(\d{2,3})(?:\.\d+)?(?![\d.]?\d)"
     r"(?!\s*(?:\+|-|\u2013|to\b|and\b|or\b|through\b|%|plus\b|years?\s+(?:and|or)\s+(?:older|over)"
     r"|(?:days?|weeks?|months?|hours?|hrs?|minutes?|mins?|seconds?|secs?|ms|s|h|d)\b))"
 )
 _AGE_BEFORE_RE = re.compile(
-    r"(?i)(?<![\w.\-\u2013/+])(\d{2,3})\s*-?\s*(?:(?:years?|yrs?)(?:\s*-?\s*old|\s+of\s+age)"
-    r"|(?:yo|y/o|y\.o\.?)(?:\s*-?\s*old)?)(?![a-z])(?!\s*(?:and|or)\s+(?:older|over|above))"
+    r"(?i)(?<![\w.\-\u2013/+])(\d{2,3})\s*-?\s*(?:(?:years?|yrs?|y)(?:\s*-?\s*old|\s+of\s+age)"
+    r"|(?:yo|y/o|y-o|y\.o\.?)(?:\s*-?\s*old)?)(?![a-z])(?!\s*(?:and|or)\s+(?:older|over|above))"
+)
+_UNITS = sorted(_words("one two three four five six seven eight nine"))
+_TEENS = sorted(
+    _words("ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen")
+)
+# An age of 90 to 125 written out ("ninety-two", "one hundred and three").
+_AGE_WORDS = (
+    r"(ninety(?:[\s-]?(?:" + "|".join(_UNITS) + r"))?|(?:one\s+|a\s+)?hundred(?:\s+(?:and\s+)?"
+    r"(?:twenty(?:[\s-]?(?:one|two|three|four|five))?|" + "|".join(_TEENS + _UNITS) + r"))?)"
+)
+_AGE_WORDS_RE = re.compile(
+    r"(?i)(?<![\w.])(?:(?:age|aged)\s*(?:[:=]\s*|(?:of|is|was)\s+)?" + _AGE_WORDS + r"(?![a-z-])"
+    r"(?!\s*(?:\+|-|to\b|and\b|or\b|plus\b|years?\s+(?:and|or)\b|days?\b|weeks?\b|months?\b))"
+    r"|" + _AGE_WORDS + r"[\s-]*(?:years?|yrs?)(?:[\s-]*old|\s+of\s+age)(?![a-z])"
+    r"(?!\s*(?:and|or)\s+(?:older|over|above)))"
 )
 _AGE_NEGATING_BEFORE_RE = re.compile(
     r"(?i)(?:over|above|under|below|than|least|most|>|<|≥|≤|>=|<=|\+)\s*$"
@@ -504,18 +708,24 @@ _AGE_NEGATING_BEFORE_RE = re.compile(
 
 # Person names in context. A name word: capitalised, letters ("Doe", "O'Brien", "Smith-Jones").
 _CAP = r"(?:[A-Z]['\u2019])?[A-Z][a-z]+(?:[A-Z][a-z]+)?(?:['\u2019-][A-Z]?[a-z]+)?"
+# After a strong context (a title with its period, "patient:", "name:"): also in capitals.
+_CAP_OR_UPPER = r"(?:" + _CAP + r"|[A-Z]{2,}(?:['\u2019-][A-Z]+)?)"
 _TITLE_RE = re.compile(
-    r"(?<![\w.])(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|MR|MRS|MS|DR|PROF)\.|(?:Mr|Mrs|Ms|Mx|Dr|Prof))"
-    r"\s+(?:[A-Z]\.\s*)?" + _CAP + r"\b"
+    r"(?<![\w.])(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Mister|MR|MRS|MS|DR|PROF)\.\s*(?:[A-Z]\.\s*)?"
+    + _CAP_OR_UPPER
+    + r"|(?:Mr|Mrs|Ms|Mx|Dr|Prof|Mister)\s+(?:[A-Z]\.\s*)?"
+    + _CAP
+    + r")\b"
 )
 _PERSON_CTX_RE = re.compile(
     r"(?<![\w.])(?i:(pt\.|pt|patient|subject|participant|resident|decedent|beneficiary|enrollee"
     r"|mother|father|spouse|wife|husband|son|daughter|brother|sister|guardian|sibling"
-    r"|next\s+of\s+kin|nok))(?![a-z])(\s*[:=])?\s+(?:[A-Z]\.\s*)?(" + _CAP + r")\b"
+    r"|next\s+of\s+kin|nok))(?![a-z])(\s*[:=#|>-]+)?\s+(?:[A-Z]\.\s*)?(" + _CAP_OR_UPPER + r")\b"
+    r"(?:\s+(?:[A-Z]\.\s+)?(" + _CAP_OR_UPPER + r")\b)?"
 )
 _NAME_LABEL_RE = re.compile(
-    r"(?<![\w.])(?i:(?:(full|first|last|given|family|maiden|patient|subject|pt)\s+)?"
-    r"(name|surname))\s*[:=]\s*(?:[A-Z]\.\s*)?(" + _CAP + r")\b"
+    r"(?<![\w.])(?i:(?:(full|first|last|given|family|maiden|patient|subject|pt|pt\.)" + _S + r")?"
+    r"(name|surname|nm))\s*[:=|>-]+\s*(?:[A-Z]\.\s*)?(" + _CAP_OR_UPPER + r")\b"
     r"|(?<![\w.])(?i:named|aka|a\.k\.a\.|alias)\s+(?:[A-Z]\.\s*)?(" + _CAP + r")\b"
 )
 _FULL_NAME_RE = re.compile(r"\b(" + _CAP + r")(?=\s+(?:[A-Z]\.\s+)?(" + _CAP + r")\b)")
@@ -523,10 +733,69 @@ _NAME_AGE_RE = re.compile(
     r"\b(" + _CAP + r")\s+(" + _CAP + r"),\s*(\d{1,3})(?!\d)"
     r"(\s*(?:y/?o|yrs?|years?(?:\s+old)?|[MF]|male|female)(?![A-Za-z]))?"
 )
+# Endings of ordinary English words, not of names: a capitalised word after "Patient" that
+# ends so is a stage's vocabulary ("Patient Matching", "Patient Stratification").
+_VOCABULARY_ENDINGS = (
+    "ing", "tion", "sion", "ment", "ness", "ity", "ics", "ology", "ysis", "ised", "ized",
+    "able", "ible", "ous", "ful", "less", "ism", "ings", "ments", "ions",
+    "ware", "ship", "hood", "ward", "wise", "ance", "ances", "ation", "ations",
+)  # fmt: skip
+# Verbs that, after "Patient <Name>", say a person did or underwent something. Verbs that a
+# stage does too ("completed", "finished", "started", "updated") are not among them: after
+# "Participant Diary Upload" they say nothing about a person.
+_PERSON_VERBS: frozenset[str] = _words(
+    """
+    enrolled enroled consented withdrew withdrawn excluded included admitted discharged died
+    deceased expired was is has had declined refused randomised randomized screened
+    rescheduled transferred contacted notified seen visited reported presented missed dropped
+    reconsented re-consented lives lived born aged age agreed signed called emailed requested
+    asked attended recovered relapsed survived underwent relocated passed tested phoned
+    wrote complained denied
+    """
+)
+# A capitalised word followed by another: a title-case noun phrase ("Patient Reported
+# Outcomes"), not a clause about a person ("Patient reported chest pain").
+_TITLE_PHRASE_RE = re.compile(r"[A-Z][a-z]+\s+[A-Z]")
+_PREV_WORD_RE = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
+_UPPER_WORD_NEXT_RE = re.compile(r"\s+[A-Z]{2,}\b")
+# The word just before, with only spaces between: not across the " | " of a joint scan.
+_WORD_BEFORE_RE = re.compile(r"([A-Za-z][A-Za-z'-]*)\s+$")
+_NEXT_WORD_RE = re.compile(r"\s*([,;:()]|[A-Za-z][A-Za-z'-]*)?")
+# Addresses written with words or spaces for their separators ("jane at example dot com",
+# "jane.doe at example.com", "jane @ example.com", "www dot example dot org").
+_TLD = (
+    r"(?:com|org|net|edu|gov|mil|int|info|biz|io|co|us|uk|ca|de|fr|nl|au|jp|cn|in|eu|ch|se"
+    r"|es|it|ie|nz|me|health|med|app|dev|ai)"
+)
+_DOT_SEP = r"(?:\s*\.\s*|\s+(?:dot|period)\s+)"
+# A spaced "@" ("jane @ example.com"); an "@" with no space beside it is _EMAIL_RE's.
+_AT_SEP_RE = re.compile(r"(?i)\s+at\s+|\s+@\s*|@\s+")
+_LOCAL_PART_RE = re.compile(r"(?i)(?<![\w.%+-])[a-z0-9][\w.%+-]{0,63}$")
+_DOMAIN_WORDS_RE = re.compile(
+    r"(?i)[a-z0-9-]{1,63}(?:"
+    + _DOT_SEP
+    + r"[a-z0-9-]{1,63}){0,8}?"
+    + _DOT_SEP
+    + _TLD
+    + r"(?![\w-])"
+)
+# " dot com" after a letter or digit ("example dot com"): found by its TLD, so that a long
+# run of "a dot a dot ..." costs one pass.
+_DOT_WORD_TLD_RE = re.compile(r"(?i)\s(?:dot|period)\s+" + _TLD + r"(?![\w-])")
+_WWW_WORDS_RE = re.compile(
+    r"(?i)(?<![\w.])www" + _DOT_SEP + r"[a-z0-9-]{1,63}(?:" + _DOT_SEP + r"[a-z0-9-]{1,63}){1,8}"
+)
+# A domain followed by a path ("example.com/patients/12"): a URL without its scheme.
+_DOMAIN_PATH_RE = re.compile(r"\.(?<=[A-Za-z0-9]\.)(?i:" + _TLD[3:-1] + r")/(?=[\w~%-])")
+# A bare domain after a word that says it is a web address ("site: example.org").
+_URL_CTX_RE = re.compile(
+    r"(?i)(?<![\w.])(?:url|link|site|website|web\s*site|homepage|domain|visit)(?![a-z])"
+    r"\s*[:=]?\s*(?:at\s+)?[a-z0-9][a-z0-9-]{0,62}(?:\.[a-z0-9-]{1,63})*\." + _TLD + r"(?![\w-])"
+)
 _PREV_WORD_RE = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
 
 _HEALTH_RE = re.compile(
-    r"(?i)(?<![\w.])(?:patient|pt\.?|subject|participant)\s+(?:has|had|presents|presented"
+    r"(?i)(?<![\w.])(?:patient|pt\.?|subject|participant)\s+(?P<verb>has|had|presents|presented"
     r"|reports|reported|complains|complained|denies|denied|developed|underwent|suffers"
     r"|suffered|sustained|was\s+diagnosed|is\s+diagnosed|diagnosed|tested\s+(?:positive|negative)"
     r"|died|expired|was\s+admitted|was\s+discharged|is\s+on|was\s+prescribed|takes|is\s+taking"
@@ -683,8 +952,10 @@ def _ipv4_valid(match: re.Match[str]) -> bool:
     values = [int(o) for o in octets]
     if any(v > 255 for v in values):
         return False
-    # Unspecified and loopback addresses identify nobody.
-    return not (values[0] == 0 or values[0] == 127)
+    # Unspecified and loopback addresses identify nobody, and neither does a network written
+    # with its two host octets zero ("10.20.0.0"); that shape is far more often a four-part
+    # version ("GATK 4.5.0.0").
+    return not (values[0] == 0 or values[0] == 127 or values[2] == values[3] == 0)
 
 
 _VERSION_WORDS: frozenset[str] = frozenset(
@@ -725,22 +996,82 @@ def _scan_token(text: str, out: set[str]) -> None:
             out.add(_GLUED_CATEGORY[match.group(1).lower()])
 
 
+def _vocabulary(word: str) -> bool:
+    """A capitalised word more likely a stage's vocabulary than a name ("Matching", "Cohort",
+    "Stratification"): listed as such, or ending like an ordinary English word."""
+    lower = word.lower()
+    if lower in _COMMON_WORDS or lower in _THING_NOUNS:
+        return True
+    if lower in _FIRST_NAMES or lower in _SURNAMES:
+        return False
+    return lower.endswith(_VOCABULARY_ENDINGS) or (len(lower) >= 6 and lower.endswith("ed"))
+
+
+def _in_a_sentence(text: str, match: re.Match[str]) -> tuple[bool, str]:
+    """(the words around a match read as a sentence about a person, the word after it). A
+    title-case stage name ("Patient Graph Builder", "Participant Diary Upload finished") is
+    capitalised throughout or goes on with what a stage does; a sentence that names a person
+    goes on with what a person does, or a comma, or has lower-case words before the context
+    word ("Patient Zoltan Varga enrolled", "Varga, 67", "re-run for Patient Zoltan Varga")."""
+    after = _NEXT_WORD_RE.match(text, match.end())
+    following = after.group(1) if after is not None and after.group(1) else ""
+    if following.lower() in _PERSON_VERBS or following[:1] in (",", ";", "("):
+        return True, following
+    before = _WORD_BEFORE_RE.search(text, max(0, match.start() - 40), match.start())
+    return before is not None and before.group(1)[:1].islower(), following
+
+
+def _scan_person_context(text: str) -> bool:
+    for match in _PERSON_CTX_RE.finditer(text):
+        keyword, punct, word, second = (
+            match.group(1),
+            match.group(2),
+            match.group(3),
+            match.group(4),
+        )
+        if word.lower() in _COMMON_WORDS:
+            continue
+        if word.isupper():
+            # "PT: ZOLTAN VARGA": capitals only after punctuation, and only as two words (one
+            # upper-case word after "patient" is an acronym: "patient MRN", "subject: PHI").
+            if punct is None or second is None or not second.isupper():
+                continue
+            if second.lower() in _COMMON_WORDS:
+                continue
+            return True
+        strong = keyword[0].islower() or keyword.lower() == "pt." or punct is not None
+        if strong or word.lower() in _FIRST_NAMES or word.lower() in _SURNAMES:
+            return True
+        # "Patient Zoltan Varga enrolled": a title-case context word and names that are in no
+        # list. Only where the text reads as a sentence, and no word reads as vocabulary.
+        if _vocabulary(word) or (second is not None and _vocabulary(second)):
+            continue
+        sentence, following = _in_a_sentence(text, match)
+        if second is not None and second.isupper():
+            continue
+        if second is not None and sentence:
+            return True
+        if second is None and following.lower() in _PERSON_VERBS:
+            return True
+    return False
+
+
 def _scan_names(text: str, out: set[str]) -> None:
-    if _TITLE_RE.search(text):
+    for match in _TITLE_RE.finditer(text):
+        word = text[match.start() : match.end()].rsplit(None, 1)[-1].split(".")[-1]
+        if word.isupper() and (len(word) < 3 or word.lower() in _COMMON_WORDS):
+            continue  # "Dr. QC", "Prof. ALL"
         out.add(PERSON_NAME)
         return
-    for match in _PERSON_CTX_RE.finditer(text):
-        keyword, punct, word = match.group(1), match.group(2), match.group(3).lower()
-        if word in _COMMON_WORDS:
-            continue
-        strong = keyword[0].islower() or keyword.lower() == "pt." or punct is not None
-        if strong or word in _FIRST_NAMES or word in _SURNAMES:
-            out.add(PERSON_NAME)
-            return
+    if _scan_person_context(text):
+        out.add(PERSON_NAME)
+        return
     for match in _NAME_LABEL_RE.finditer(text):
-        word = (match.group(3) or match.group(4)).lower()
-        if word in _COMMON_WORDS:
+        word = match.group(3) or match.group(4)
+        if word.lower() in _COMMON_WORDS:
             continue
+        if word.isupper() and not _UPPER_WORD_NEXT_RE.match(text, match.end()):
+            continue  # "name: ICU" - capitals count only as two words ("NAME: JOHN DOE")
         if match.group(3) is not None and match.group(1) is None:
             # bare "name: X" - unless it is a thing's name ("Stage name: Data Ingestion")
             if _previous_word(text, match.start()) in _THING_NOUNS:
@@ -909,7 +1240,12 @@ def _scan_numeric(text: str, bits: int, digits: int, out: set[str]) -> None:
             if _id_ok(match.group(1), 2):
                 out.add(BIOMETRIC_IDENTIFIER)
                 break
-    if bits & _B_ADDRESS and (_STREET_RE.search(text) or _PO_BOX_RE.search(text)):
+    if bits & _B_ADDRESS and (
+        _STREET_RE.search(text)
+        or _STREET_ANY_CASE_RE.search(text)
+        or _PO_BOX_RE.search(text)
+        or _ADDRESS_LABEL_RE.search(text)
+    ):
         out.add(STREET_ADDRESS)
     if bits & _B_DATE and _DATE_CTX_RE.search(text):
         out.add(DATE_OF_BIRTH)
@@ -928,10 +1264,59 @@ def _scan_ages(text: str, out: set[str]) -> None:
             return
 
 
+def _email_in_words(text: str, match: re.Match[str]) -> bool:
+    """An address around an "at" or a spaced "@" ("jane at example dot com", "jane.doe at
+    example.com", "jane @ example.com"). A plain "at" between two words needs more than a
+    domain after it ("uploaded at s3.amazonaws.com" is a place): a "dot" word, an upper-case
+    "AT", or a local part shaped like one (a dot, plus, underscore or digit)."""
+    local = _LOCAL_PART_RE.search(text, max(0, match.start() - 64), match.start())
+    if local is None:
+        return False
+    domain = _DOMAIN_WORDS_RE.match(text, match.end())
+    if domain is None:
+        return False
+    separator = match.group(0)
+    if "@" in separator:
+        return True
+    written = domain.group(0).lower()
+    if " dot " in written or " period " in written or separator.strip() == "AT":
+        return True
+    return any(c in local.group(0) for c in "._+%") or any(c.isdigit() for c in local.group(0))
+
+
+def _dot_word_domain(text: str) -> bool:
+    """A domain written with "dot" words ("example dot com")."""
+    return any(
+        match.start() > 0 and text[match.start() - 1].isalnum()
+        for match in _DOT_WORD_TLD_RE.finditer(text)
+    )
+
+
+def _scan_written_addresses(text: str, bits: int, out: set[str]) -> None:
+    """E-mail addresses and URLs written with words or spaces for their separators, and URLs
+    without a scheme (a domain with a path, or after "site:"/"url:")."""
+    if EMAIL_ADDRESS not in out and (bits & _B_AT or "@" in text):
+        for match in _AT_SEP_RE.finditer(text):
+            if _email_in_words(text, match):
+                out.add(EMAIL_ADDRESS)
+                break
+    if URL in out:
+        return
+    if (
+        (bits & _B_WWW and _WWW_WORDS_RE.search(text))
+        or (bits & _B_DOT and EMAIL_ADDRESS not in out and _dot_word_domain(text))
+        or ("/" in text and "." in text and _DOMAIN_PATH_RE.search(text))
+        or (bits & _B_URL_CTX and "." in text and _URL_CTX_RE.search(text))
+    ):
+        out.add(URL)
+
+
 def detect(text: str, out: set[str]) -> None:
     """Add the categories found in one normalised string to ``out``."""
     length = len(text)
     if length < 5:
+        if length == 4 and text[:2].isdigit() and text[2:].lower() == "yo" and text[0] == "9":
+            out.add(AGE_OVER_89)  # "92yo": the one identifier this short
         return
     if length <= 64 and _TOKEN_RE.fullmatch(text) is not None:
         _scan_token(text, out)
@@ -942,12 +1327,24 @@ def detect(text: str, out: set[str]) -> None:
     bits = 0
     for word in _WORD_RE.findall(lower):
         bits |= _TRIGGERS.get(word, 0)
+    if _CAMEL_RE.search(text) is not None:
+        # Labels written in camel case ("HospitalNumber", "DateOfBirth"): their words too.
+        for word in _CAMEL_WORD_RE.findall(text):
+            bits |= _TRIGGERS.get(word.lower(), 0)
     if "/" in text and "a/c" in lower:
         bits |= _B_ACCOUNT
     if "@" in text and _EMAIL_RE.search(text):
         out.add(EMAIL_ADDRESS)
-    if ("://" in text or "www." in lower) and _URL_RE.search(text):
+    if ("//" in text or "www." in lower) and _URL_RE.search(text):
         out.add(URL)
+    if (
+        bits & (_B_AT | _B_DOT | _B_WWW | _B_URL_CTX)
+        or "@" in text
+        or ("/" in text and "." in text)
+    ):
+        _scan_written_addresses(text, bits, out)
+    if bits & _B_AGE_WORDS and _AGE_WORDS_RE.search(text):
+        out.add(AGE_OVER_89)
     if text.isascii():
         encoded = text.encode()
         digits = len(encoded) - len(encoded.translate(None, b"0123456789"))
@@ -959,5 +1356,8 @@ def detect(text: str, out: set[str]) -> None:
         bits &= _B_NO_DIGIT_NEEDED
     if bits & _B_NAME:
         _scan_names(text, out)
-    if bits & _B_HEALTH and _HEALTH_RE.search(text):
-        out.add(HEALTH_INFORMATION)
+    if bits & _B_HEALTH:
+        for match in _HEALTH_RE.finditer(text):
+            if _TITLE_PHRASE_RE.match(text, match.start("verb")) is None:
+                out.add(HEALTH_INFORMATION)
+                break

@@ -24,7 +24,7 @@ from .detectors import (
     detect,
     key_is_phi,
 )
-from .normalise import fold, has_bidi_controls
+from .normalise import fold, has_bidi_controls, stroke_variant
 
 # Top-level fields that hold staff identifiers (usernames, which Django allows to be emails).
 # Only EMAIL_ADDRESS is waived there; every other detector still applies.
@@ -55,6 +55,10 @@ def _scan_into(text: str, out: set[str]) -> None:
     if has_bidi_controls(text):
         out.add(BIDI_CONTROL)
     detect(fold(text), out)
+    if not text.isascii():
+        variant = stroke_variant(text)
+        if variant is not None:
+            detect(variant, out)
 
 
 # Between the two joins of a joint scan: no pattern reads "|" as part of an identifier or as
@@ -81,10 +85,15 @@ def _scan_together(texts: list[str], out: set[str]) -> None:
     """
     if any(has_bidi_controls(text) for text in texts):
         out.add(BIDI_CONTROL)
-    folded = [fold(text) for text in texts if text]
-    if len(folded) < 2:
+    texts = [text for text in texts if text]
+    if len(texts) < 2:
         return
+    folded = [fold(text) for text in texts]
     detect(" ".join(folded) + _JOINS_APART + _glued(folded), out)
+    variants = [stroke_variant(text) for text in texts]
+    if any(variant is not None for variant in variants):
+        folded = [variant or plain for variant, plain in zip(variants, folded, strict=True)]
+        detect(" ".join(folded) + _JOINS_APART + _glued(folded), out)
 
 
 def scan_text(text: str) -> list[str]:
