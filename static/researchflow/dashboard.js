@@ -503,7 +503,7 @@ async function loadRun(runId, projectId) {
       const project = await api(`/api/projects/${encodeURIComponent(projectId)}/`);
       state.projects.set(String(project.id), normaliseProject(project));
       ensureProjectSection(state.projects.get(String(project.id)));
-      inbox.projectKnown(String(project.id));
+      if (inbox.projectKnown(String(project.id))) renderInbox();
     }
     const detail = await fetchRunDetail(runId);
     if (!detail) return;

@@ -246,3 +246,70 @@ def test_an_approval_someone_else_decides_leaves_every_inbox_live(
     expect(bob.locator(f'#inbox li[data-approval-id="{second["id"]}"]')).to_have_count(0)
     expect(bob.locator("#inbox")).to_have_attribute("data-count", str(start))
     assert bob_errors == [] and alice_errors == []
+
+
+def test_an_approval_in_a_project_bob_just_joined_counts_only_where_he_may_decide(
+    browser: Browser, contexts: list[BrowserContext], app: AppServer
+) -> None:
+    charlie = app.token(OUTSIDER[0], OUTSIDER[1])
+    contexts.append(bob_context := new_context(browser))
+    bob, bob_errors = open_dashboard(bob_context, app, "bob", DEMO_PASSWORDS["bob"])
+    start = int(bob.locator("#inbox").get_attribute("data-count") or "0")
+
+    runs = {}
+    for role, name in (("member", "Charlie deciding"), ("viewer", "Charlie viewing")):
+        project = app.api("POST", "/api/projects/", {"name": name}, charlie)
+        runs[role] = app.api(
+            "POST",
+            "/api/runs/",
+            {"projectId": project["id"], "name": f"Run for a {role}", "stages": ["Only"]},
+            charlie,
+        )
+    # While bob's page is open, charlie adds him to both projects, which the page has never
+    # loaded: as a member (may decide), then as a viewer (may not).
+    for role, run in runs.items():
+        app.api(
+            "POST",
+            f"/api/projects/{run['projectId']}/members/",
+            {"username": "bob", "role": role},
+            charlie,
+        )
+    # bob's socket widens at its next membership re-check (WS_REAUTH_INTERVAL), from then on:
+    # move the viewer's run until the page shows it. The re-check that saw the later membership
+    # saw the earlier one too.
+    viewer_run = runs["viewer"]
+    stage_id = viewer_run["stages"][0]["id"]
+    app.api("POST", f"/api/runs/{viewer_run['id']}/start/", None, charlie)
+    app.api("POST", f"/api/stages/{stage_id}/start/", None, charlie)
+    viewer_card = bob.locator(f"#run-{viewer_run['id']}")
+    for percent in range(1, 61):
+        body = {"progress": percent}
+        app.api("POST", f"/api/stages/{stage_id}/progress/", body, charlie)
+        try:
+            expect(viewer_card).to_be_visible(timeout=500)
+            break
+        except AssertionError:
+            assert percent < 60, "bob's page never heard of the project he joined"
+
+    # The member project's first event on bob's page is the approval request itself: the page
+    # does not know his role there until it has loaded the project, and counts it only then.
+    asked = {
+        role: app.api(
+            "POST",
+            f"/api/runs/{run['id']}/approvals/",
+            {"governanceType": "DATA_ACCESS", "priority": "MEDIUM"},
+            charlie,
+        )["id"]
+        for role, run in runs.items()
+    }
+    member_row = bob.locator(f'#inbox li[data-approval-id="{asked["member"]}"]')
+    expect(member_row).to_be_visible()
+    expect(member_row.locator(".inbox-where")).to_have_text(
+        "Run “Run for a member” in Charlie deciding"
+    )
+    viewer_row = viewer_card.locator(f'li.approval[data-approval-id="{asked["viewer"]}"]')
+    expect(viewer_row).to_be_visible()  # a viewer sees it on the run's card, with no buttons
+    expect(viewer_row.get_by_role("button")).to_have_count(0)
+    expect(bob.locator(f'#inbox li[data-approval-id="{asked["viewer"]}"]')).to_have_count(0)
+    expect(bob.locator("#inbox")).to_have_attribute("data-count", str(start + 1))
+    assert bob_errors == []
