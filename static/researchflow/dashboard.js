@@ -966,29 +966,35 @@ function renderInbox() {
   document.title = n > 0 ? `(${n}) ${baseTitle}` : baseTitle;
 
   const wanted = new Set(items.map((item) => item.id));
+  /** Where the focused row was, if it is removed now; -1 when focus is elsewhere. */
+  let focusAt = -1;
   for (const [id, row] of inboxRows) {
     if (wanted.has(id)) continue;
-    const hadFocus = row.li.contains(document.activeElement);
-    const next = /** @type {HTMLElement|null} */ (row.li.nextElementSibling ?? row.li.previousElementSibling);
+    if (row.li.contains(document.activeElement)) focusAt = [...els.inboxList.children].indexOf(row.li);
     row.li.remove();
     inboxRows.delete(id);
-    // The button that had focus is gone: keep the keyboard user in the inbox.
-    if (hadFocus) (next && next.matches(".inbox-item") ? next : els.inboxTitle).focus();
   }
   if (n === 0) {
     if (!els.inboxList.querySelector(".none")) {
       els.inboxList.replaceChildren(h("li", { class: "none muted" }, "Nothing is waiting for you."));
     }
-    return;
+  } else {
+    els.inboxList.querySelector(".none")?.remove();
+    items.forEach((item, index) => {
+      const row = inboxRows.get(item.id) ?? createInboxRow(item);
+      updateInboxRow(row, item);
+      // Move only what is out of place, so a focused row is not re-inserted (which would blur it).
+      const at = els.inboxList.children[index];
+      if (at !== row.li) els.inboxList.insertBefore(row.li, at ?? null);
+    });
   }
-  els.inboxList.querySelector(".none")?.remove();
-  items.forEach((item, index) => {
-    const row = inboxRows.get(item.id) ?? createInboxRow(item);
-    updateInboxRow(row, item);
-    // Move only what is out of place, so a focused row is not re-inserted (which would blur it).
-    const at = els.inboxList.children[index];
-    if (at !== row.li) els.inboxList.insertBefore(row.li, at ?? null);
-  });
+  if (focusAt >= 0) {
+    // The button that had focus is gone: keep the keyboard user in the queue, on the row that
+    // took its place (or the last one), else on the inbox's heading.
+    const rows = els.inboxList.querySelectorAll(".inbox-item");
+    const target = /** @type {HTMLElement|undefined} */ (rows[Math.min(focusAt, rows.length - 1)]);
+    (target ?? els.inboxTitle).focus();
+  }
 }
 
 /** @param {import("./approvals-inbox.js").InboxItem} item */
@@ -1039,7 +1045,10 @@ function updateInboxRow(row, item) {
   const busy = busyApprovals.has(item.id);
   for (const button of row.actions.querySelectorAll("button")) {
     const verdict = /** @type {HTMLElement} */ (button).dataset.verdict;
-    /** @type {HTMLButtonElement} */ (button).disabled = busy;
+    // aria-disabled, not disabled: a disabled button drops the keyboard focus, which should
+    // stay in the queue (decide() ignores a second press while the first is in flight).
+    if (busy) button.setAttribute("aria-disabled", "true");
+    else button.removeAttribute("aria-disabled");
     button.textContent = busy ? (verdict === "grant" ? "Granting…" : "Denying…") : verdict === "grant" ? "Grant" : "Deny";
   }
 }

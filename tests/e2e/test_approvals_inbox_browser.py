@@ -233,6 +233,8 @@ def test_an_approval_someone_else_decides_leaves_every_inbox_live(
     ).click()
     for page in (alice, bob):
         expect(page.locator(f'#inbox li[data-approval-id="{approval["id"]}"]')).to_have_count(0)
+    # The focused button went with its row: focus moves to the row that took its place.
+    expect(alice.locator("#inbox li.inbox-item").first).to_be_focused()
     expect(bob.locator("#inbox")).to_have_attribute("data-count", str(start))
     # A run that ends takes its pending approvals out of the inbox too.
     second = app.api(
