@@ -3,9 +3,14 @@
 `run_demo()` is what `manage.py demo_run` and the dashboard's "Start demo run" button (in a
 background thread) call. It creates a run, starts it, walks each stage from 0 to 100 %, adds
 two artifacts, requests an approval and grants it, and completes the run, logging each step
-(`obtain_token()` logs in for the token it needs). It talks HTTP only (`urllib`), like any
-outside client would, so the events it causes are exactly those a real worker causes. An
-unreachable server or a failed login raises DemoError with one clear line.
+(`obtain_token()` logs in for the token it needs). With `await_approval` it behaves like a
+pipeline gated on a person instead: after the first stage it waits until someone grants the
+approval (from the dashboard's approvals inbox, or the API) and then goes on; a denial fails
+the run with `APPROVAL_DENIED`, and no decision within `approval_timeout` stops it.
+
+It talks HTTP only (`urllib`), like any outside client would, so the events it causes are
+exactly those a real worker causes. An unreachable server or a failed login raises DemoError
+with one clear line.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +31,8 @@ TIMEOUT = 15.0
 STAGES = ["Load data", "Clean data", "Analyse", "Report"]
 ROWS = 1000
 PROGRESS_STEPS = (0, 20, 40, 60, 80, 100)
+APPROVAL_TIMEOUT = 600.0  # seconds a gated run waits for a person before it gives up
+APPROVAL_POLL = 0.5  # seconds between looks at the approval while waiting
 
 Log = Callable[[str], object]
 
@@ -116,13 +124,21 @@ def run_demo(
     project_id: str | None = None,
     pace: float = 0.5,
     log: Log = print,
+    *,
+    await_approval: bool = False,
+    assign_to: Sequence[str] = (),
+    approval_timeout: float = APPROVAL_TIMEOUT,
 ) -> str:
     """Drive one demo run to completion over the REST API; return its id.
+
+    `assign_to`: usernames the approval is assigned to. `await_approval`: wait for a person to
+    decide it (see the module docstring) instead of granting it itself.
 
     Raises DemoError on the first failed step (after trying to mark the run failed, so a
     dashboard does not show it running for ever).
     """
     client = ApiClient(base_url, token)
+    gate = _Gate(await_approval, list(assign_to), approval_timeout)
 
     def pause() -> None:
         if pace > 0:
@@ -142,7 +158,7 @@ def run_demo(
     run_id = str(run["id"])
     log(f"created run {run_id} in project {project_id} ({len(STAGES)} stages)")
     try:
-        _drive(client, run, pause, log)
+        _drive(client, run, pause, log, gate)
     except DemoError:
         try:
             client.post(f"/api/runs/{run_id}/fail/", {"errorCode": "INTERNAL_ERROR"})
@@ -153,15 +169,45 @@ def run_demo(
     return run_id
 
 
-def _drive(client: ApiClient, run: dict[str, Any], pause: Callable[[], None], log: Log) -> None:
+@dataclass(frozen=True)
+class _Gate:
+    wait: bool
+    assign_to: list[str]
+    timeout: float
+
+
+def _await_decision(client: ApiClient, run_id: str, approval_id: str, timeout: float) -> str:
+    """Poll the run until the approval is decided; its status. DemoError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.get(f"/api/runs/{run_id}/")
+        found = [a for a in run.get("approvals", []) if a.get("id") == approval_id]
+        if not found:
+            raise DemoError(f"approval {approval_id} is gone")
+        status = str(found[0].get("status"))
+        if status != "pending":
+            return status
+        if run.get("status") not in ("created", "running"):
+            raise DemoError(f"run {run_id} ended ({run.get('status')}) while waiting")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DemoError(f"approval {approval_id} was not decided within {timeout:g} s")
+        time.sleep(min(APPROVAL_POLL, left))
+
+
+def _drive(
+    client: ApiClient, run: dict[str, Any], pause: Callable[[], None], log: Log, gate: _Gate
+) -> None:
     run_id = run["id"]
     pause()
     client.post(f"/api/runs/{run_id}/start/")
     log("run started")
     approval = client.post(
-        f"/api/runs/{run_id}/approvals/", {"governanceType": "PHI_SCAN", "priority": "HIGH"}
+        f"/api/runs/{run_id}/approvals/",
+        {"governanceType": "PHI_SCAN", "priority": "HIGH", "assignedTo": gate.assign_to},
     )
-    log(f"approval {approval['id']} requested (PHI_SCAN, HIGH)")
+    assignees = f", assigned to {', '.join(gate.assign_to)}" if gate.assign_to else ""
+    log(f"approval {approval['id']} requested (PHI_SCAN, HIGH{assignees})")
     for index, stage in enumerate(run["stages"]):
         pause()
         client.post(f"/api/stages/{stage['id']}/start/")
@@ -181,7 +227,15 @@ def _drive(client: ApiClient, run: dict[str, Any], pause: Callable[[], None], lo
             log(f"  {percent:3d}%  Processing {done} of {ROWS} rows")
         client.post(f"/api/stages/{stage['id']}/complete/")
         log(f"stage {index + 1} completed")
-        if index == 0:
+        if index == 0 and gate.wait:
+            log(f"waiting for a decision on approval {approval['id']}")
+            decision = _await_decision(client, run_id, approval["id"], gate.timeout)
+            log(f"approval {approval['id']} {decision}")
+            if decision != "granted":
+                client.post(f"/api/runs/{run_id}/fail/", {"errorCode": "APPROVAL_DENIED"})
+                log(f"run {run_id} failed: approval denied")
+                return
+        elif index == 0:
             pause()
             client.post(f"/api/approvals/{approval['id']}/grant/", {"reasonCode": "DEIDENTIFIED"})
             log(f"approval {approval['id']} granted")

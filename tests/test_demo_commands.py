@@ -6,6 +6,8 @@ import io
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +225,124 @@ def test_it_exits_1_when_the_server_is_unreachable(tmp_path: Path) -> None:
 def test_it_refuses_a_url_that_is_not_http() -> None:
     with pytest.raises(CommandError, match="must be an http"):
         call_command("demo_run", "--url", "file:///etc/passwd", stdout=io.StringIO())
+
+
+# --- demo_run gated on a person's decision -------------------------------------------------
+
+
+class GatedRun:
+    """`run_demo(await_approval=True)` in a thread, as a pipeline waiting on a person."""
+
+    def __init__(self, url: str, token: str, project_id: str, **options: Any) -> None:
+        self.lines: list[str] = []
+        self.result: str | BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._drive, args=(url, token, project_id, options), daemon=True
+        )
+        self.thread.start()
+
+    def _drive(self, url: str, token: str, project_id: str, options: dict[str, Any]) -> None:
+        try:
+            self.result = run_demo(
+                url,
+                token,
+                project_id,
+                pace=0,
+                log=self.lines.append,
+                await_approval=True,
+                **options,
+            )
+        except BaseException as exc:
+            self.result = exc
+
+    def wait_until_waiting(self) -> Approval:
+        until(lambda: any(line.startswith("waiting for a decision") for line in self.lines))
+        return Approval.objects.get()
+
+    def finish(self) -> str | BaseException | None:
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+        return self.result
+
+
+def until(condition: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_a_gated_run_waits_for_a_person_to_grant_then_goes_on(world: Any, live_server: Any) -> None:
+    gated = GatedRun(live_server.url, world.token(world.alice), world.project.pk, assign_to=["bob"])
+    approval = gated.wait_until_waiting()
+    run = approval.run
+    assert approval.status == ApprovalStatus.PENDING
+    assert list(approval.assigned_to.values_list("username", flat=True)) == ["bob"]
+    first, second, *_ = run.stages.order_by("position")
+    # The gate holds: the first stage is done, the second cannot start before the decision.
+    assert (first.status, second.status) == ("completed", "pending")
+    response = world.client(world.bob).post(f"/api/approvals/{approval.pk}/grant/")
+    assert response.status_code == 200
+    assert gated.finish() == run.pk
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPLETED
+    assert Approval.objects.get().decided_by == world.bob
+    assert f"approval {approval.pk} granted" in gated.lines
+
+
+def test_a_gated_run_fails_when_its_approval_is_denied(world: Any, live_server: Any) -> None:
+    gated = GatedRun(live_server.url, world.token(world.alice), world.project.pk)
+    approval = gated.wait_until_waiting()
+    services.decide_approval(approval.pk, granted=False, decided_by=world.bob)
+    assert gated.finish() == approval.run_id
+    run = Run.objects.get()
+    assert (run.status, run.error_code) == (RunStatus.FAILED, "APPROVAL_DENIED")
+    assert list(run.stages.order_by("position").values_list("status", flat=True)) == [
+        "completed",
+        "pending",
+        "pending",
+        "pending",
+    ]
+
+
+def test_a_gated_run_gives_up_when_nobody_decides_in_time(world: Any, live_server: Any) -> None:
+    gated = GatedRun(
+        live_server.url, world.token(world.alice), world.project.pk, approval_timeout=0.3
+    )
+    result = gated.finish()
+    assert isinstance(result, DemoError)
+    assert "was not decided within 0.3 s" in str(result)
+    run = Run.objects.get()
+    assert (run.status, run.error_code) == (RunStatus.FAILED, "INTERNAL_ERROR")
+    assert Approval.objects.get().status == ApprovalStatus.PENDING
+
+
+def test_the_command_waits_for_the_approval_when_asked(world: Any, live_server: Any) -> None:
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"was not decided within 0\.2 s"):
+        call_command(
+            "demo_run",
+            "--url",
+            live_server.url,
+            "--username",
+            "alice",
+            "--password",
+            PASSWORD,
+            "--pace",
+            "0",
+            "--project",
+            world.project.pk,
+            "--await-approval",
+            "--assign",
+            "bob",
+            "--assign",
+            "alice",
+            "--approval-timeout",
+            "0.2",
+            stdout=out,
+        )
+    assert "assigned to bob, alice" in out.getvalue()
+    assert sorted(Approval.objects.get().assigned_to.values_list("username", flat=True)) == [
+        "alice",
+        "bob",
+    ]

@@ -16,11 +16,14 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from runs import services
-from runs.models import Project, Role
+from runs.models import Membership, Project, Role
 
 READ_ROLES = frozenset({Role.OWNER, Role.MEMBER, Role.VIEWER})
 WRITE_ROLES = frozenset({Role.OWNER, Role.MEMBER})
 OWNER_ROLES = frozenset({Role.OWNER})
+# Who may grant or deny an approval: any owner or member of the run's project (not only its
+# assignees), and staff. The decide endpoints and the approvals inbox both use this.
+DECIDE_ROLES = WRITE_ROLES
 
 # Our ids are `<prefix>_<20 base-36 chars>`; anything else cannot exist, and refusing it before
 # the query keeps odd bytes (NUL, megabyte strings) away from the database.
@@ -50,6 +53,18 @@ def visible_project_ids(user: Any) -> QuerySet[Project, str] | None:
     if getattr(user, "is_staff", False) and getattr(user, "is_active", False):
         return None
     return projects_visible_to(user).values_list("id", flat=True)
+
+
+def decidable_project_ids(user: Any) -> QuerySet[Any, str] | None:
+    """Ids of the projects whose approvals the user may decide (role in DECIDE_ROLES), as a
+    subquery; None means all (staff). An inactive or anonymous user decides nothing."""
+    if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
+        return Project.objects.none().values_list("id", flat=True)
+    if user.is_staff:
+        return None
+    return Membership.objects.filter(user=user, role__in=DECIDE_ROLES).values_list(
+        "project_id", flat=True
+    )
 
 
 def get_visible_project(user: Any, project_id: str) -> Project:

@@ -227,6 +227,18 @@ class ApprovalSerializer(serializers.Serializer):
         return approval.decided_by.get_username() if approval.decided_by else None
 
 
+class InboxApprovalSerializer(ApprovalSerializer):
+    """A pending approval in the approvals inbox: the approval, and where it waits."""
+
+    projectId = serializers.CharField(source="run.project_id", read_only=True)
+    projectName = serializers.CharField(source="run.project.name", read_only=True)
+    runName = serializers.CharField(source="run.name", read_only=True)
+    runStatus = serializers.CharField(source="run.status", read_only=True)
+    assignedToMe = serializers.BooleanField(
+        source="assigned_to_me", read_only=True, help_text="You are one of its assignees"
+    )
+
+
 class RunSerializer(serializers.Serializer):
     id = serializers.CharField(read_only=True)
     projectId = serializers.CharField(source="project_id", read_only=True)

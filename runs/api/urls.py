@@ -15,7 +15,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from researchflow.routes import route
 
-from . import event_log, views
+from . import event_log, inbox, views
 
 app_name = "api"
 
@@ -42,6 +42,7 @@ urlpatterns = [
     *route("stages/<str:stage_id>/progress", views.StageProgressView, "stage-progress"),
     *route("stages/<str:stage_id>/complete", views.StageCompleteView, "stage-complete"),
     *route("stages/<str:stage_id>/fail", views.StageFailView, "stage-fail"),
+    *route("approvals/inbox", inbox.ApprovalInboxView, "approval-inbox"),
     *route("approvals/<str:approval_id>/grant", views.ApprovalGrantView, "approval-grant"),
     *route("approvals/<str:approval_id>/deny", views.ApprovalDenyView, "approval-deny"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

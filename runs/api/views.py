@@ -42,6 +42,7 @@ from runs.models import Approval, Membership, Project, Run, RunStatus, Stage
 from . import serializers as s
 from .exceptions import PayloadTooLarge, field_error
 from .permissions import (
+    DECIDE_ROLES,
     OWNER_ROLES,
     USERNAME_RE,
     WRITE_ROLES,
@@ -202,7 +203,7 @@ def _writable_approval(user: Any, approval_id: str) -> Approval:
         approval = approvals.filter(pk=approval_id).first()
     if approval is None:
         raise exceptions.NotFound("approval not found")
-    require_role(user, approval.run.project_id, WRITE_ROLES, "decide approvals")
+    require_role(user, approval.run.project_id, DECIDE_ROLES, "decide approvals")
     return approval
 
 

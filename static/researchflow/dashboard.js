@@ -11,15 +11,21 @@
 //   completed/failed), progress never goes back, artifacts and approvals are keyed by id. So an
 //   event whose effect the REST state already shows changes nothing, and applying one twice is
 //   harmless.
+// * The approvals inbox ("Waiting for me") is loaded in the same snapshot, after the same
+//   `since`, and kept by the same events (approvals-inbox.js holds its rules), so its count is
+//   right on load and moves with governance events without opening any run.
 // * On `resync.required` (the log no longer holds what the socket missed) it reloads the state
 //   over REST, holding the events that arrive meanwhile and applying them afterwards.
 // * All text reaches the page through textContent / text nodes, never innerHTML.
 
+import { ApprovalInbox } from "./approvals-inbox.js";
 import { ConnectionState, EVENT_CATEGORIES, RunEventsClient, categoryOf } from "./run-events.js";
 
 const RUNS_PER_PROJECT = 10; // older runs are fetched on demand when an event names them
 const FETCH_CONCURRENCY = 4;
 const FEED_LIMIT = 300; // feed entries kept in the page; older ones are dropped
+const INBOX_PAGE = 1000; // the API's largest page
+const INBOX_MAX_PAGES = 10; // bounds the load; nobody has 10,000 approvals waiting
 
 const RUN_RANK = Object.freeze({ created: 0, running: 1, completed: 2, failed: 2 });
 const STAGE_RANK = Object.freeze({ pending: 0, running: 1, completed: 2, failed: 2 });
@@ -58,6 +64,10 @@ const els = {
   reconnect: /** @type {HTMLButtonElement|null} */ (document.getElementById("reconnect-button")),
   demoForm: /** @type {HTMLFormElement|null} */ (document.getElementById("demo-form")),
   demoStatus: document.getElementById("demo-status"),
+  inbox: /** @type {HTMLElement} */ (document.getElementById("inbox")),
+  inboxTitle: /** @type {HTMLElement} */ (document.getElementById("inbox-title")),
+  inboxCount: /** @type {HTMLElement} */ (document.getElementById("inbox-count")),
+  inboxList: /** @type {HTMLUListElement} */ (document.getElementById("inbox-list")),
 };
 
 /**
@@ -77,6 +87,15 @@ const views = new Map();
 const feedIds = new Set();
 /** @type {RunEventsClient|null} */
 let client = null;
+/** Pending approvals the user may decide, across projects ("Waiting for me"). */
+const inbox = new ApprovalInbox({
+  username: String(config.username ?? ""),
+  // null: a project this page has not loaded yet (its role is unknown until loadRun fetches it).
+  mayDecide: (projectId) => (config.isStaff || state.projects.has(projectId) ? canDecide(projectId) : null),
+});
+/** Approval id → its inbox row. */
+const inboxRows = new Map();
+const baseTitle = document.title;
 
 function readConfig() {
   const node = document.getElementById("researchflow-config");
@@ -191,7 +210,20 @@ async function loadSnapshot() {
   );
   const runIds = lists.flatMap((page) => (page?.results ?? []).map((/** @type {any} */ r) => String(r.id)));
   const details = await mapLimit(runIds, FETCH_CONCURRENCY, fetchRunDetail);
-  return { since, projects, runs: details.filter(Boolean) };
+  const approvals = await loadInbox();
+  return { since, projects, runs: details.filter(Boolean), approvals };
+}
+
+/** Every page of `GET /api/approvals/inbox/` (read after `since`, like the rest). */
+async function loadInbox() {
+  const items = [];
+  for (let page = 0; page < INBOX_MAX_PAGES; page += 1) {
+    const answer = await api(`/api/approvals/inbox/?limit=${INBOX_PAGE}&offset=${page * INBOX_PAGE}`);
+    const results = Array.isArray(answer?.results) ? answer.results : [];
+    items.push(...results);
+    if (!answer?.next || results.length === 0) break;
+  }
+  return items;
 }
 
 // ---------------------------------------------------------------------------- state model
@@ -442,6 +474,7 @@ function onEvent(event) {
 
 /** @param {any} event */
 function dispatch(event) {
+  if (inbox.apply(event)) renderInbox();
   const runId = event.payload?.runId;
   if (typeof runId !== "string") return;
   const waiting = waitingForRun.get(runId);
@@ -470,12 +503,14 @@ async function loadRun(runId, projectId) {
       const project = await api(`/api/projects/${encodeURIComponent(projectId)}/`);
       state.projects.set(String(project.id), normaliseProject(project));
       ensureProjectSection(state.projects.get(String(project.id)));
+      if (inbox.projectKnown(String(project.id))) renderInbox();
     }
     const detail = await fetchRunDetail(runId);
     if (!detail) return;
     const run = mergeRun(normaliseRun(detail));
     for (const event of waitingForRun.get(runId) ?? []) applyEvent(run, event);
     renderRun(run);
+    renderInbox(); // its items may name this run
   } catch (err) {
     showNotice(`Could not load a run: ${errorText(err)}. It will load with its next event.`);
   } finally {
@@ -891,12 +926,16 @@ async function decide(runId, approvalId, verdict) {
   if (busyApprovals.has(approvalId)) return;
   busyApprovals.add(approvalId);
   rerender(runId);
+  renderInbox();
   try {
     const result = await api(`/api/approvals/${encodeURIComponent(approvalId)}/${verdict}/`, { method: "POST", body: {} });
+    inbox.remove(approvalId);
     const approval = state.runs.get(runId)?.approvals.get(approvalId);
     if (approval && approval.status === "pending" && result) Object.assign(approval, normaliseApproval(result));
   } catch (err) {
     showNotice(`Could not ${verdict} the approval: ${errorText(err)}`);
+    // Decided by someone else (409), or no longer ours to decide (403, 404): not waiting for us.
+    if (err instanceof ApiError && [403, 404, 409].includes(err.status)) inbox.remove(approvalId);
     if (err instanceof ApiError && err.status === 409) {
       // Someone decided first: show what the server has.
       const detail = await fetchRunDetail(runId).catch(() => null);
@@ -905,12 +944,113 @@ async function decide(runId, approvalId, verdict) {
   } finally {
     busyApprovals.delete(approvalId);
     rerender(runId);
+    renderInbox();
   }
 }
 
 function rerender(/** @type {string} */ runId) {
   const run = state.runs.get(runId);
   if (run) renderRun(run);
+}
+
+// ----------------------------------------------------------------------------------- inbox
+
+/** "Waiting for me": the count (announced politely when it changes) and one row per approval. */
+function renderInbox() {
+  const items = inbox.list();
+  const n = items.length;
+  const words = n === 0 ? "No approvals waiting for you" : `${n} ${n === 1 ? "approval" : "approvals"} waiting for you`;
+  if (els.inboxCount.textContent !== words) els.inboxCount.textContent = words; // unchanged: no re-announcement
+  els.inbox.dataset.count = String(n);
+  els.inbox.removeAttribute("aria-busy");
+  document.title = n > 0 ? `(${n}) ${baseTitle}` : baseTitle;
+
+  const wanted = new Set(items.map((item) => item.id));
+  /** Where the focused row was, if it is removed now; -1 when focus is elsewhere. */
+  let focusAt = -1;
+  for (const [id, row] of inboxRows) {
+    if (wanted.has(id)) continue;
+    if (row.li.contains(document.activeElement)) focusAt = [...els.inboxList.children].indexOf(row.li);
+    row.li.remove();
+    inboxRows.delete(id);
+  }
+  if (n === 0) {
+    if (!els.inboxList.querySelector(".none")) {
+      els.inboxList.replaceChildren(h("li", { class: "none muted" }, "Nothing is waiting for you."));
+    }
+  } else {
+    els.inboxList.querySelector(".none")?.remove();
+    items.forEach((item, index) => {
+      const row = inboxRows.get(item.id) ?? createInboxRow(item);
+      updateInboxRow(row, item);
+      // Move only what is out of place, so a focused row is not re-inserted (which would blur it).
+      const at = els.inboxList.children[index];
+      if (at !== row.li) els.inboxList.insertBefore(row.li, at ?? null);
+    });
+  }
+  if (focusAt >= 0) {
+    // The button that had focus is gone: keep the keyboard user in the queue, on the row that
+    // took its place (or the last one), else on the inbox's heading.
+    const rows = els.inboxList.querySelectorAll(".inbox-item");
+    const target = /** @type {HTMLElement|undefined} */ (rows[Math.min(focusAt, rows.length - 1)]);
+    (target ?? els.inboxTitle).focus();
+  }
+}
+
+/** @param {import("./approvals-inbox.js").InboxItem} item */
+function createInboxRow(item) {
+  const titleId = `inbox-${item.id}-title`;
+  const whereId = `inbox-${item.id}-where`;
+  const row = {
+    li: h("li", {
+      class: "inbox-item",
+      tabindex: "-1",
+      dataset: { approvalId: item.id, runId: item.runId, projectId: item.projectId, priority: item.priority },
+    }),
+    title: h("span", { id: titleId, class: "approval-title" }),
+    mine: h("span", { class: "tag" }, "Assigned to you"),
+    where: h("p", { id: whereId, class: "inbox-where" }),
+    when: h("p", { class: "inbox-when muted" }),
+    actions: h("div", { class: "approval-actions" }),
+  };
+  const make = (/** @type {"grant"|"deny"} */ verdict, /** @type {string} */ label) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: `button ${verdict}`,
+        dataset: { verdict },
+        "aria-describedby": `${titleId} ${whereId}`,
+        onclick: () => decide(item.runId, item.id, verdict),
+      },
+      label,
+    );
+  row.actions.append(make("grant", "Grant"), make("deny", "Deny"));
+  row.li.append(h("div", { class: "approval-head" }, row.title, row.mine), row.where, row.when, row.actions);
+  inboxRows.set(item.id, row);
+  return row;
+}
+
+/** @param {any} row @param {import("./approvals-inbox.js").InboxItem} item */
+function updateInboxRow(row, item) {
+  const runName = state.runs.get(item.runId)?.name ?? item.runName ?? item.runId;
+  const projectName = state.projects.get(item.projectId)?.name ?? item.projectName ?? item.projectId;
+  row.li.dataset.assignedToMe = String(item.assignedToMe);
+  row.title.textContent = `${humanise(item.governanceType)} · ${humanise(item.priority)} priority`;
+  row.mine.hidden = !item.assignedToMe;
+  row.where.textContent = `Run “${runName}” in ${projectName}`;
+  const assigned = item.assignedTo.length ? `assigned to ${item.assignedTo.join(", ")}` : "unassigned";
+  const requested = item.requestedAt ? `Requested ${formatDateTime(item.requestedAt)} · ` : "";
+  row.when.textContent = `${requested}${assigned}`;
+  const busy = busyApprovals.has(item.id);
+  for (const button of row.actions.querySelectorAll("button")) {
+    const verdict = /** @type {HTMLElement} */ (button).dataset.verdict;
+    // aria-disabled, not disabled: a disabled button drops the keyboard focus, which should
+    // stay in the queue (decide() ignores a second press while the first is in flight).
+    if (busy) button.setAttribute("aria-disabled", "true");
+    else button.removeAttribute("aria-disabled");
+    button.textContent = busy ? (verdict === "grant" ? "Granting…" : "Denying…") : verdict === "grant" ? "Grant" : "Deny";
+  }
 }
 
 // ------------------------------------------------------------------------------------ feed
@@ -1024,7 +1164,9 @@ function installSnapshot(snapshot) {
   state.projects = new Map(snapshot.projects.map((p) => [String(p.id), normaliseProject(p)]));
   state.runs = new Map();
   for (const run of snapshot.runs) state.runs.set(String(run.id), normaliseRun(run));
+  inbox.load(snapshot.approvals, snapshot.since);
   renderAll();
+  renderInbox();
 }
 
 /** @param {number} since */

@@ -1,6 +1,7 @@
 """`manage.py demo_run`: drive one run through its life over the REST API, at a human pace.
 
     python manage.py demo_run --url http://localhost:3001 --pace 0.5
+    python manage.py demo_run --username alice --await-approval --assign bob   # gated on bob
 
 Exit code 1, with one clear line, when the server is unreachable or the login fails.
 """
@@ -12,7 +13,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from runs.demo import DEFAULT_PASSWORD, DEFAULT_URL, DemoError, obtain_token, run_demo
+from runs.demo import (
+    APPROVAL_TIMEOUT,
+    DEFAULT_PASSWORD,
+    DEFAULT_URL,
+    DemoError,
+    obtain_token,
+    run_demo,
+)
 
 
 class Command(BaseCommand):
@@ -28,6 +36,25 @@ class Command(BaseCommand):
         )
         parser.add_argument("--pace", type=float, default=0.5, help="seconds between steps")
         parser.add_argument("--project", default=None, help="project id (default: your first)")
+        parser.add_argument(
+            "--await-approval",
+            action="store_true",
+            help="after the first stage, wait for a person to grant the approval (a denial "
+            "fails the run) instead of granting it yourself",
+        )
+        parser.add_argument(
+            "--assign",
+            action="append",
+            default=[],
+            metavar="USERNAME",
+            help="assign the approval to this owner or member (repeatable)",
+        )
+        parser.add_argument(
+            "--approval-timeout",
+            type=float,
+            default=APPROVAL_TIMEOUT,
+            help=f"seconds to wait for the decision ({APPROVAL_TIMEOUT:g})",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         password = options["password"] or os.environ.get("DEMO_PASSWORD") or DEFAULT_PASSWORD
@@ -41,6 +68,9 @@ class Command(BaseCommand):
                 project_id=options["project"],
                 pace=pace,
                 log=self.stdout.write,
+                await_approval=options["await_approval"],
+                assign_to=options["assign"],
+                approval_timeout=max(0.0, options["approval_timeout"]),
             )
         except DemoError as exc:
             raise CommandError(str(exc), returncode=1) from None
