@@ -1,6 +1,6 @@
 """The stamping function's statements are planned once per session (a generic plan) rather
 than on every call: PostgreSQL's default re-plans them each time, and planning cost more than
-the stamping's own UPDATE (docs/benchmarks.md §10)."""
+the stamping's own UPDATE (docs/benchmarks.md §11)."""
 
 from __future__ import annotations
 
