@@ -48,17 +48,17 @@ class WriteGate:
         self._resumed: asyncio.Future[None] | None = None  # built by the first wait
         self.paused = False
 
-    def pauseProducing(self) -> None:  # noqa: N802 (Twisted's IPushProducer)
+    def pauseProducing(self) -> None:  # Twisted's IPushProducer
         self.paused = True
         if self._inner is not None:
             self._inner.pauseProducing()
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self._open()
         if self._inner is not None:
             self._inner.resumeProducing()
 
-    def stopProducing(self) -> None:  # noqa: N802 (the connection is gone)
+    def stopProducing(self) -> None:  # the connection is gone
         self._open()
         if self._inner is not None:
             self._inner.stopProducing()
