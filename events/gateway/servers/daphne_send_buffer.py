@@ -117,4 +117,4 @@ def install() -> None:
         await original_reply(self, protocol, message)
 
     WebSocketProtocol.connectionMade = connection_made
-    Server.handle_reply = handle_reply  # type: ignore[method-assign]
+    Server.handle_reply = handle_reply
