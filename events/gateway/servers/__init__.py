@@ -27,6 +27,7 @@ from . import (
     daphne_stalled_peer,
     uvicorn_handshake,
     uvicorn_keepalive,
+    uvicorn_lean_state,
     uvicorn_logs,
     uvicorn_send_buffer,
     uvicorn_stalled_peer,
@@ -45,6 +46,7 @@ PATCHES: dict[str, tuple[ModuleType, ...]] = {
     "uvicorn": (
         uvicorn_handshake,
         uvicorn_keepalive,
+        uvicorn_lean_state,
         uvicorn_logs,
         uvicorn_send_buffer,
         uvicorn_stalled_peer,
