@@ -113,7 +113,7 @@ def install() -> None:
 
     original_init = WebSocketsSansIOProtocol.__init__
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         self.queue = LeanQueue()
         self.writable = LeanFlag(self.writable.is_set())
