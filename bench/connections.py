@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     CLIENT_CORE,
-    BareServer,
     SERVER_CORE,
+    BareServer,
     Clients,
     Gateway,
     Profiler,

@@ -106,6 +106,23 @@ async def test_idle_sockets_hold_no_dispatch_task_or_scope_copies(world: Any) ->
     assert per_socket < 4_500, f"{per_socket:.0f} B per idle socket; biggest lines:\n{top}"
 
 
+async def test_an_idle_socket_keeps_no_awaiting_frame_between_the_router_and_the_consumer(
+    world: Any,
+) -> None:
+    # Each layer that awaited the next kept its frame (and the scope and locals it held) for
+    # the socket's lifetime (events/gateway/routing.py): the coroutine chain of an idle,
+    # authenticated socket goes from channels' ProtocolTypeRouter straight to the consumer.
+    comm = await authed_socket(world.bob, categories=ALL_CATEGORIES)
+    coroutine: Any = comm.future.get_coro()  # type: ignore[attr-defined]
+    chain = []
+    while coroutine is not None and hasattr(coroutine, "cr_code"):
+        chain.append(coroutine.cr_code.co_qualname)
+        coroutine = coroutine.cr_await
+    await comm.disconnect()
+    ours = chain[chain.index("ProtocolTypeRouter.__call__") :]
+    assert ours[:2] == ["ProtocolTypeRouter.__call__", "RunEventsConsumer.__call__"], chain
+
+
 def test_uvicorn_reads_the_handshake_only_before_the_keepalive_starts() -> None:
     # events/gateway/servers/uvicorn_keepalive.py drops the protocol's handshake request and
     # response once start_keepalive() runs; sound only while uvicorn reads them no later.
