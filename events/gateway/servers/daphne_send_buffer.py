@@ -14,7 +14,9 @@ connection over from the HTTP channel:
   that also records the pause, so that
 - daphne's `send()` of a `websocket.send` waits while the gate is paused, as uvicorn's awaits
   `writable`: at most one frame more than the limit is written, then frames queue in the
-  gateway, which bounds them. A close (and everything but a frame) is written at once.
+  gateway, which bounds them. A close (and everything but a frame) is written at once. While
+  the gate is open the send is daphne's own coroutine, unwrapped: nothing added per frame but
+  the check.
 
 What must stay true (tests/test_ws_stalled_daphne.py reads the source): daphne hands the ASGI
 send to `Server.handle_reply(protocol, message)`; its WebSocket protocol gets the TCP transport
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from django.conf import settings
@@ -97,6 +100,15 @@ def gate_of(protocol: Any) -> WriteGate | None:
     return gate if isinstance(gate, WriteGate) else None
 
 
+async def _after_writable(gate: WriteGate, reply: Coroutine[Any, Any, None]) -> None:
+    try:
+        await gate.writable()
+    except BaseException:
+        reply.close()  # never started: nothing was sent
+        raise
+    await reply
+
+
 @installs_once(WRITTEN_FOR, CHECKED_BY)
 def install() -> None:
     from daphne.server import Server
@@ -109,12 +121,14 @@ def install() -> None:
         original_made(self)
         bound_transport(self.transport)
 
-    async def handle_reply(self: Any, protocol: Any, message: Any) -> None:
+    def handle_reply(self: Any, protocol: Any, message: Any) -> Awaitable[None]:
+        # Returns daphne's own coroutine when nothing waits: no second coroutine per frame.
+        reply = original_reply(self, protocol, message)
         if message.get("type") == "websocket.send":
             gate = gate_of(protocol)
             if gate is not None and gate.paused:
-                await gate.writable()
-        await original_reply(self, protocol, message)
+                return _after_writable(gate, reply)
+        return reply
 
     WebSocketProtocol.connectionMade = connection_made
     Server.handle_reply = handle_reply
