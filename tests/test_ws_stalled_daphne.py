@@ -117,6 +117,30 @@ async def test_the_gate_holds_a_send_while_paused_and_passes_every_call_on() -> 
     assert inner.calls == ["pause", "resume", "pause", "stop"]
 
 
+async def test_a_send_held_by_the_gate_runs_once_it_opens_or_never_if_cancelled() -> None:
+    sent: list[str] = []
+
+    async def reply(text: str) -> None:
+        sent.append(text)
+
+    gate = daphne_send_buffer.WriteGate(None)
+    gate.pauseProducing()
+    held = asyncio.ensure_future(daphne_send_buffer._after_writable(gate, reply("a")))
+    await asyncio.sleep(0)
+    assert sent == []
+    gate.resumeProducing()
+    await asyncio.wait_for(held, 1)
+    assert sent == ["a"]
+    gate.pauseProducing()
+    never = reply("b")
+    held = asyncio.ensure_future(daphne_send_buffer._after_writable(gate, never))
+    await asyncio.sleep(0)
+    held.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await held
+    assert sent == ["a"] and never.cr_frame is None  # closed, not left un-awaited
+
+
 # --- live ------------------------------------------------------------------------------------
 
 
