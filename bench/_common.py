@@ -254,9 +254,10 @@ class Gateway:
 class BareServer:
     """bench/bare_server.py: the floor (websockets.broadcast of a pre-encoded frame)."""
 
-    def __init__(self, core: int = SERVER_CORE) -> None:
+    def __init__(self, core: int = SERVER_CORE, *, ping_interval: float | None = None) -> None:
         self.port = free_port()
         self.core = core
+        self.ping_interval = ping_interval
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
         self.token = "bare"
@@ -265,7 +266,17 @@ class BareServer:
 
     def __enter__(self) -> BareServer:
         self.proc = subprocess.Popen(
-            [PYTHON, str(ROOT / "bench" / "bare_server.py"), "--port", str(self.port)],
+            [
+                PYTHON,
+                str(ROOT / "bench" / "bare_server.py"),
+                "--port",
+                str(self.port),
+                *(
+                    ["--ping-interval", str(self.ping_interval)]
+                    if self.ping_interval is not None
+                    else []
+                ),
+            ],
             cwd=ROOT,
             start_new_session=True,
         )

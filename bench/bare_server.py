@@ -11,7 +11,9 @@ every socket, then answers the control socket with the ids. No database, no chan
 no per-socket queue: the cheapest correct thing Python can do, the floor the gateway is
 compared with.
 
-uvloop (as uvicorn uses), compression off, no keepalive pings (the bench is short).
+uvloop (as uvicorn uses), compression off, no keepalive pings (the bench is short) unless
+`--ping-interval` is given (websockets' own default is 20 s; the connection bench turns it on,
+as the gateway's servers ping every socket too).
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ async def serve_one(ws: ServerConnection) -> None:
             await ws.send(frame("pong", {}))
 
 
-async def main(port: int) -> None:
+async def main(port: int, ping_interval: float | None) -> None:
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
@@ -118,7 +120,7 @@ async def main(port: int) -> None:
         "127.0.0.1",
         port,
         compression=None,
-        ping_interval=None,
+        ping_interval=ping_interval,
         max_queue=64,
         backlog=2048,
     ):
@@ -128,9 +130,10 @@ async def main(port: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--ping-interval", type=float, default=None)
     args = parser.parse_args()
     with contextlib.suppress(ImportError):
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.run(main(args.port))
+    asyncio.run(main(args.port, args.ping_interval))

@@ -10,10 +10,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "researchflow.settings")
 django_asgi_app = get_asgi_application()  # sets up Django before the consumer imports models
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from events.gateway import layers, servers  # noqa: E402
-from events.gateway.routing import known_paths_only, websocket_urlpatterns  # noqa: E402
+from events.gateway.routing import known_paths_only, route_sockets  # noqa: E402
 from events.gateway.security import socket_auth_stack  # noqa: E402
 
 # Patches of the running server's internals and the channels release layers.py copies from,
@@ -35,6 +35,6 @@ if os.environ.get("RESEARCHFLOW_GC_TUNING") == "1":  # set by `manage.py serve`,
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": known_paths_only(socket_auth_stack(URLRouter(websocket_urlpatterns))),
+        "websocket": known_paths_only(socket_auth_stack(route_sockets())),
     }
 )

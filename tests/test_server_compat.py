@@ -149,11 +149,15 @@ import researchflow.asgi
 from daphne.ws_protocol import WebSocketProtocol as D
 from daphne.http_protocol import HTTPFactory
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol as U
+from daphne.server import Server
 from autobahn.websocket import protocol
 print(json.dumps({{
-    "daphne_close": D.serverClose.__name__ == "server_close",
+    "daphne_close": D.serverClose.__qualname__.startswith("install."),
     "daphne_handshake": HTTPFactory.buildProtocol.__name__ == "build_protocol",
+    "daphne_send_buffer": Server.handle_reply.__qualname__.startswith("install."),
+    "daphne_stalled_peer": D.onAutoPingTimeout.__qualname__.startswith("install."),
     "autobahn_debug_log": protocol.hlval.__name__ == "unstyled",
+    "uvicorn_lean_state": U.__init__.__qualname__.startswith("install."),
     "uvicorn_keepalive": U.start_keepalive.__qualname__.startswith("install."),
     "uvicorn_send_buffer": U.connection_made.__qualname__.startswith("install."),
     "uvicorn_stalled_peer": U.keepalive_timeout.__qualname__.startswith("install."),
@@ -173,7 +177,10 @@ def test_under_uvicorn_daphne_and_autobahn_stay_as_they_ship() -> None:
     assert patched == {
         "daphne_close": False,
         "daphne_handshake": False,
+        "daphne_send_buffer": False,
+        "daphne_stalled_peer": False,
         "autobahn_debug_log": False,
+        "uvicorn_lean_state": True,
         "uvicorn_keepalive": True,
         "uvicorn_send_buffer": True,
         "uvicorn_stalled_peer": True,
@@ -185,7 +192,10 @@ def test_under_daphne_uvicorn_stays_as_it_ships() -> None:
     assert patched == {
         "daphne_close": True,
         "daphne_handshake": True,
+        "daphne_send_buffer": True,
+        "daphne_stalled_peer": True,
         "autobahn_debug_log": True,
+        "uvicorn_lean_state": False,
         "uvicorn_keepalive": False,
         "uvicorn_send_buffer": False,
         "uvicorn_stalled_peer": False,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import gc
 import inspect
+import textwrap
 import tracemalloc
 from typing import Any
 
@@ -69,10 +70,11 @@ async def test_idle_sockets_hold_no_dispatch_task_or_scope_copies(world: Any) ->
 
     Not counted: the test client's side (its queues, this test's frames) and the ORM's
     allocations (the user object the socket keeps, and Django/CPython caches that fill up).
-    Measured at ~5.1 KB; before the changes of docs/benchmarks.md section 3 it was ~12 KB
+    Measured at ~3.5 KB; before the changes of docs/benchmarks.md section 3 it was ~12 KB
     (channels' dispatch task and asyncio.wait, three scope copies, a 35-entry __dict__, a send
-    deque built before anything needed queueing). The bound leaves room for noise, not for one
-    of those to come back.
+    deque built before anything needed queueing), then ~5.1 KB until the stack's layers
+    stopped keeping awaiting frames (events/gateway/routing.py). The bound leaves room for
+    noise, not for one of those to come back.
     """
     not_counted = ("asgiref/testing.py", "channels/testing/", "/tests/", "/django/db/")
 
@@ -101,7 +103,24 @@ async def test_idle_sockets_hold_no_dispatch_task_or_scope_copies(world: Any) ->
     per_socket = sum(stat.size_diff for stat in diff) / len(batch)
     top = "\n".join(f"{s.size_diff / len(batch):8.0f} B  {s.traceback[0]}" for s in diff[:15])
     print(f"{per_socket:.0f} B per socket\n{top}")
-    assert per_socket < 6_500, f"{per_socket:.0f} B per idle socket; biggest lines:\n{top}"
+    assert per_socket < 4_500, f"{per_socket:.0f} B per idle socket; biggest lines:\n{top}"
+
+
+async def test_an_idle_socket_keeps_no_awaiting_frame_between_the_router_and_the_consumer(
+    world: Any,
+) -> None:
+    # Each layer that awaited the next kept its frame (and the scope and locals it held) for
+    # the socket's lifetime (events/gateway/routing.py): the coroutine chain of an idle,
+    # authenticated socket goes from channels' ProtocolTypeRouter straight to the consumer.
+    comm = await authed_socket(world.bob, categories=ALL_CATEGORIES)
+    coroutine: Any = comm.future.get_coro()  # type: ignore[attr-defined]
+    chain = []
+    while coroutine is not None and hasattr(coroutine, "cr_code"):
+        chain.append(coroutine.cr_code.co_qualname)
+        coroutine = coroutine.cr_await
+    await comm.disconnect()
+    ours = chain[chain.index("ProtocolTypeRouter.__call__") :]
+    assert ours[:2] == ["ProtocolTypeRouter.__call__", "RunEventsConsumer.__call__"], chain
 
 
 def test_uvicorn_reads_the_handshake_only_before_the_keepalive_starts() -> None:
@@ -131,15 +150,16 @@ def test_uvicorn_reads_the_handshake_only_before_the_keepalive_starts() -> None:
     assert "handle_connect" not in keepalive_at
 
 
-async def test_uvicorn_sockets_forget_the_handshake_and_keep_working() -> None:
+async def test_uvicorn_sockets_forget_the_handshake_hold_lean_state_and_keep_working() -> None:
     import asyncio
 
     import uvicorn
     import websockets
 
-    from events.gateway.servers import uvicorn_keepalive
+    from events.gateway.servers import uvicorn_keepalive, uvicorn_lean_state
 
     uvicorn_keepalive.install()
+    uvicorn_lean_state.install()
 
     async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert (await receive())["type"] == "websocket.connect"
@@ -160,9 +180,90 @@ async def test_uvicorn_sockets_forget_the_handshake_and_keep_working() -> None:
             assert await client.recv() == "one"
             (protocol,) = server.server_state.connections
             assert protocol.request is None and protocol.response is None
+            assert isinstance(protocol.queue, uvicorn_lean_state.LeanQueue)
+            assert isinstance(protocol.writable, uvicorn_lean_state.LeanFlag)
             await client.send("two")  # still a working socket: frames, and a ping round trip
             assert await client.recv() == "two"
             await asyncio.wait_for(await client.ping(), 5)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+# --- uvicorn_lean_state: a lean receive queue and writable flag per WebSocket ----------------
+
+
+def test_uvicorn_uses_only_what_the_lean_queue_and_flag_provide() -> None:
+    # events/gateway/servers/uvicorn_lean_state.py replaces the asyncio.Queue and Event that
+    # uvicorn's protocol makes in __init__; sound only while uvicorn uses no more of them.
+    from uvicorn.protocols.websockets import websockets_sansio_impl as impl
+
+    source = inspect.getsource(impl.WebSocketsSansIOProtocol)
+    assert "self.queue: asyncio.Queue[ASGIReceiveEvent] = asyncio.Queue()" in source
+    assert "self.writable = asyncio.Event()" in source
+    tree = ast.parse(textwrap.dedent(source))
+    used: dict[str, set[str]] = {"queue": set(), "writable": set()}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "self"
+            and node.value.attr in used
+        ):
+            used[node.value.attr].add(node.attr)
+    assert used["queue"] <= {"put_nowait", "get", "empty"}, used
+    assert used["writable"] <= {"set", "clear", "is_set", "wait"}, used
+    # Only receive() reads the queue (LeanQueue has one reader at a time).
+    readers = [
+        method.name
+        for method in ast.walk(tree)
+        if isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef)
+        and "self.queue.get()" in ast.unparse(method)
+    ]
+    assert readers == ["receive"], readers
+
+
+async def test_the_lean_queue_hands_items_over_in_order_and_holds_nothing_when_empty() -> None:
+    import asyncio
+
+    from events.gateway.servers.uvicorn_lean_state import LeanQueue
+
+    queue = LeanQueue()
+    assert queue.empty() and queue.qsize() == 0 and queue._items is None
+    reader = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    assert not reader.done()
+    queue.put_nowait("a")
+    queue.put_nowait("b")
+    assert await reader == "a"
+    assert queue.qsize() == 1 and await queue.get() == "b"
+    assert queue._items is None and queue._getter is None  # nothing held once drained
+    waiting = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="another get"):
+        await queue.get()
+    waiting.cancel()  # a cancelled reader leaves nothing behind either
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert queue._getter is None
+    queue.put_nowait("c")
+    assert await queue.get() == "c"
+
+
+async def test_the_lean_flag_wakes_its_waiters_and_forgets_them() -> None:
+    import asyncio
+
+    from events.gateway.servers.uvicorn_lean_state import LeanFlag
+
+    flag = LeanFlag(True)
+    assert await flag.wait() is True
+    flag.clear()
+    waiters = [asyncio.ensure_future(flag.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters) and not flag.is_set()
+    waiters[0].cancel()
+    await asyncio.sleep(0)
+    flag.set()
+    assert await asyncio.gather(*waiters[1:]) == [True, True]
+    assert flag.is_set() and flag._waiters is None

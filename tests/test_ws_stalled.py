@@ -1,10 +1,10 @@
 """A client that stops reading costs the server a bounded number of bytes, then a 4008 close,
-and loses nothing: a live uvicorn server (as `manage.py serve` runs it) with small byte bounds
-(WS_SEND_BUFFER_BYTES, WS_TRANSPORT_BUFFER_BYTES, WS_SOCKET_SNDBUF), a few stalled sockets
-next to a healthy one, events published by another process (delivered through the log check),
-then each stalled socket reads again: it must find at most ~the bounds' worth of events before
-the 4008 close (not thousands), and a resume from the last id it read must bring every later
-event in order."""
+and loses nothing: a live uvicorn or daphne server (as `manage.py serve` runs it) with small
+byte bounds (WS_SEND_BUFFER_BYTES, WS_TRANSPORT_BUFFER_BYTES, WS_SOCKET_SNDBUF), a few
+stalled sockets next to a healthy one, events published by another process (delivered
+through the log check), then each stalled socket reads again: it must find at most ~the
+bounds' worth of events before the 4008 close (not thousands), and a resume from the last id
+it read must bring every later event in order."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ EVENTS = 1500  # ~0.5 MB of frames: far past the bounds, far below the kernel's 
 PACE = 0.002
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[AppServer]:
+@pytest.fixture(scope="module", params=["uvicorn", "daphne"])
+def server(request: pytest.FixtureRequest) -> Iterator[AppServer]:
     env = {
         "REDIS_URL": "",
         "WS_SEND_BUFFER_BYTES": str(BOUND),
@@ -50,7 +50,7 @@ def server() -> Iterator[AppServer]:
         "WS_HEARTBEAT_TIMEOUT": "600",
         "WS_RATE_LIMIT": "1000",
     }
-    with AppServer("uvicorn", env=env) as app:
+    with AppServer(request.param, env=env) as app:
         yield app
 
 

@@ -4,6 +4,7 @@ that can be held shut, to build a queue behind a suspended send and watch it dra
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import orjson
@@ -219,16 +220,105 @@ async def test_queued_bytes_are_released_as_the_writer_sends_them() -> None:
     assert len(sock.frames) == 9
 
 
-async def test_superseded_progress_still_counts_until_the_writer_drops_it() -> None:
-    # The superseded frame stays in the queue (held in memory) until the writer pops it.
+async def test_a_superseded_progress_frees_its_place_and_its_bytes_at_once() -> None:
     sock = _Socket(queue_limit=1000, bytes_limit=2500)
     await _stalled(sock)
-    sock._enqueue(_sized("p1", 1000, kind="stage.progress", stage="s"))
-    sock._enqueue(_sized("p2", 1000, kind="stage.progress", stage="s"))
-    assert sock._queued_bytes == 2000
+    first = _sized("p1", 1000, kind="stage.progress", stage="s")
+    sock._enqueue(first)
+    sock._enqueue(_sized("p2", 1200, kind="stage.progress", stage="s"))
+    assert sock._queued_bytes == 1200  # only the live entry counts
+    assert sock._queue is not None and len(sock._queue) == sock._queued == 1
+    assert all(item is not first for _, item in sock._queue)  # the older frame is let go
     await sock.drained()
     assert sock._queued_bytes == 0
     assert sock.names() == ["stuck", "p2"]
+
+
+async def test_a_burst_on_one_stage_never_fills_the_queue_whatever_its_size() -> None:
+    # 20,000 progress reports behind one suspended send, with bounds two frames would break:
+    # the queue holds one entry throughout and the socket stays open.
+    sock = _Socket(queue_limit=2, bytes_limit=1500)
+    await _stalled(sock)
+    for i in range(20_000):
+        sock._enqueue(_sized(f"{i}", 1000, kind="stage.progress", stage="s"))
+        assert sock._queued == 1 and sock._queued_bytes == 1000
+    await sock.drained()
+    assert sock.closed_with is None
+    assert sock.names() == ["stuck", "19999"]
+    assert sock.hub.coalesced == 19_999
+
+
+async def test_a_newer_progress_goes_behind_events_queued_after_the_older_one() -> None:
+    # Ids leave in increasing order: the stage's newer progress cannot overtake the lifecycle
+    # event queued after its older one (a client resuming from its last id would skip it).
+    sock = _Socket()
+    await _stalled(sock)
+    sock._enqueue(_progress("s1-10%", "s1"))
+    sock._enqueue(_event("stage.completed s2", kind="stage.completed"))
+    sock._enqueue(_progress("s2-10%", "s2"))
+    sock._enqueue(_progress("s1-50%", "s1"))
+    sock._enqueue(_progress("s1-90%", "s1"))  # now the last entry: replaced in place
+    assert sock._queue is not None and len(sock._queue) == sock._queued == 3
+    await sock.drained()
+    assert sock.names() == ["stuck", "stage.completed s2", "s2-10%", "s1-90%"]
+    ids = [orjson.loads(f)["id"] for f in sock.frames]
+    assert ids == sorted(ids)
+
+
+async def test_lifecycle_events_are_never_coalesced_and_still_meet_the_limit() -> None:
+    sock = _Socket(queue_limit=3)
+    await _stalled(sock)
+    for i in range(3):
+        sock._enqueue(_progress(f"p{i}", "s"))
+        sock._enqueue(_event(f"artifact {i}", kind="artifact.created"))
+    await asyncio.sleep(0)
+    assert sock.closed_with == CLOSE_SLOW_CONSUMER  # the third artifact: 1 progress + 3 over 3
+
+
+async def test_a_progress_behind_a_queued_close_does_not_move_past_it() -> None:
+    sock = _Socket()
+    await _stalled(sock)
+    sock._enqueue(_progress("s1-10%", "s1"))
+    sock._close_after_flush(1001)
+    sock._enqueue(_progress("s1-50%", "s1"))
+    await sock.drained()
+    assert sock.names() == ["stuck", "s1-10%"]
+    assert sock.closed_with == 1001
+
+
+async def test_a_coalesced_stream_resumes_exactly_from_its_last_id() -> None:
+    # Random interleavings of stalls, lifecycle events and progress on a few stages: what a
+    # socket received increases by id, misses no lifecycle event and no stage's last progress,
+    # and everything it missed is progress of a stage it later got newer progress of, so a
+    # resume from any id it received loses nothing the protocol promises.
+    rng = random.Random(20)
+    for _ in range(30):
+        sock = _Socket(queue_limit=10_000, bytes_limit=1 << 30)
+        published: list[LoggedEvent] = []
+        for _ in range(300):
+            roll = rng.random()
+            if roll < 0.1:
+                sock.open.clear()  # the client stops reading for a while
+            elif roll < 0.2:
+                await sock.drained()
+            if rng.random() < 0.15:
+                event = _event(f"life{len(published)}", kind="stage.completed")
+            else:
+                event = _progress(f"p{len(published)}", f"s{rng.randrange(4)}")
+            published.append(event)
+            sock._enqueue(event)
+        await sock.drained()
+        got = [orjson.loads(f)["id"] for f in sock.frames]
+        assert got == sorted(set(got))
+        received = set(got)
+        for position, event in enumerate(published):
+            if event.id in received:
+                continue
+            assert event.type == "stage.progress", event
+            newer = [
+                e for e in published[position + 1 :] if e.stage_id == event.stage_id
+            ]  # a newer progress of the same stage reached the client, later in its stream
+            assert any(e.id in received for e in newer), event
 
 
 async def test_frames_sent_at_once_are_not_counted() -> None:

@@ -77,10 +77,10 @@ def resolve_token(token: str) -> Credential | None:
             return None
         user = get_user_model().objects.filter(pk=data.get("u"), is_active=True).first()
         return Credential(user, "socket-token") if user else None
-    found = Token.objects.select_related("user").filter(key=token).first()
-    if found is None or not found.user.is_active:
-        return None
-    return Credential(found.user, "rest-token", token)
+    # The user alone, not the Token with its user: select_related would cache the Token on
+    # the user (`user.auth_token`), which the socket then keeps for its lifetime.
+    user = get_user_model().objects.filter(auth_token__key=token, is_active=True).first()
+    return Credential(user, "rest-token", token) if user is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ AllowedHostsOriginValidator refuses those too, command-line and server-side clie
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from channels.auth import AuthMiddleware, get_user
@@ -122,13 +123,20 @@ class SocketGate:
     cookie must be dropped. A session cookie still goes
     through `with_session` (session, then user, in a database thread); any other socket is
     anonymous at once, with no look-up on the accept path.
+
+    `__call__` is a plain method returning the next layer's coroutine, not a coroutine of its
+    own: an awaiting frame (~350 bytes, with the locals it holds) would stay alive as long as
+    the socket. Marked `_asgi_single_callable` for asgiref (an ASGI 3 app that is no coroutine
+    function); a server sees only the coroutine function around it (ProtocolTypeRouter).
     """
+
+    _asgi_single_callable = True
 
     def __init__(self, with_session: Any, inner: Any) -> None:
         self.with_session = with_session
         self.inner = inner
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
         if "headers" not in scope:  # as CookieMiddleware: required for HTTP and WebSocket
             raise ValueError("SocketGate needs a scope with headers (HTTP or WebSocket)")
         headers = scope["headers"]
@@ -156,7 +164,7 @@ class SocketGate:
                 # sees them; the header list is copied only when there is one to drop.
                 if cookie is not None:
                     headers = [(k, v) for k, v in headers if k != b"cookie"]
-                return await self.inner(
+                return self.inner(
                     dict(scope, headers=headers, cookies={}, user=AnonymousUser()), receive, send
                 )
             own = server_origin(
@@ -165,11 +173,11 @@ class SocketGate:
                 b",".join(proto).decode("latin1") if proto else None,
             )
             if origins != 1 or not origin_trusted(origin.decode("latin1"), own):
-                return await WebsocketDenier()(scope, receive, send)
+                return WebsocketDenier()(scope, receive, send)
         cookies = parse_cookie(cookie.decode("latin1")) if cookie is not None else {}
         if settings.SESSION_COOKIE_NAME in cookies:
-            return await self.with_session(dict(scope, cookies=cookies), receive, send)
-        return await self.inner(dict(scope, cookies=cookies, user=AnonymousUser()), receive, send)
+            return self.with_session(dict(scope, cookies=cookies), receive, send)
+        return self.inner(dict(scope, cookies=cookies, user=AnonymousUser()), receive, send)
 
 
 def socket_auth_stack(inner: Any) -> Any:

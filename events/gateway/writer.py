@@ -14,7 +14,13 @@ stay true:
   case (sent at once) does no accounting. What the transport and the kernel hold beyond the
   queue is bounded by the server adapter (servers/uvicorn_send_buffer.py, docs/operations.md).
 - A queued `stage.progress` event is superseded by a newer one for the same stage (the
-  client is behind: only the latest progress matters). Replayed events are never coalesced.
+  client is behind: only the latest progress matters), and leaves the queue at once, with its
+  bytes: the queue holds at most one live progress per stage besides the other events, whatever
+  the publish rate (`_supersede`). The newer one takes the older one's place when that was the
+  last entry (a burst on one stage), else it goes to the end: ids still leave in increasing
+  order, so a client's last id is a safe resume point and what it never got is only older
+  progress of a stage it has newer progress of (docs/protocol.md). A frame already handed to
+  the server cannot be recalled. Replayed events and every other type are never coalesced.
 - An idle socket holds no task and no queue: memory per socket decides how many sockets a
   process holds (tests/test_ws_memory.py).
 
@@ -106,14 +112,15 @@ class SocketWriter:
         # Built on first use: frames queue only behind a send that suspended (back-pressure),
         # so most sockets never need one: memory per idle socket decides how many a process holds.
         self._queue: deque[Entry] | None = None
-        self._queued = 0  # entries in the queue, not counting superseded progress
+        self._queued = 0  # entries in the queue
         self._replay_queued = 0  # of _queued: replayed events (not held to WS_SEND_QUEUE)
-        # Characters of the LIVE frames in the queue, superseded progress included (its frame is
-        # held until the writer pops it). orjson leaves non-ASCII unescaped, so a character may
-        # be up to 4 bytes on the wire; the frames (ids, names, numbers) are nearly all ASCII.
+        # Characters of the LIVE frames in the queue (a superseded progress is no longer in
+        # it). orjson leaves non-ASCII unescaped, so a character may be up to 4 bytes on the
+        # wire; the frames (ids, names, numbers) are nearly all ASCII.
         self._queued_bytes = 0
-        # stage id → its queued LIVE stage.progress entry, while that entry is in the queue.
-        self._pending_progress: dict[str, Entry] = {}
+        # stage id → its queued LIVE stage.progress entry, exactly while that entry is in the
+        # queue. Built with the queue's first progress (an idle socket holds none).
+        self._pending_progress: dict[str, Entry] | None = None
         self._writer: asyncio.Task[None] | None = None
 
     # --- queueing ------------------------------------------------------------------------
@@ -146,23 +153,58 @@ class SocketWriter:
         else:
             entry = (LIVE, event)
             if event.type == "stage.progress":
-                if self._pending_progress.get(event.stage_id) is not None:
+                pending = self._pending_progress
+                older = pending.get(event.stage_id) if pending is not None else None
+                if older is not None:
                     # The client is behind on this stage: the newer progress supersedes the
-                    # queued one, which the writer will skip (it is no longer the pending one).
-                    self._queued -= 1
-                    self.hub.coalesced += 1
-                self._pending_progress[event.stage_id] = entry
+                    # queued one, which leaves the queue now, with its bytes.
+                    self._supersede(older, entry)
+                    return
             self._queued_bytes += len(event.frame)
             if (
                 self._queued - self._replay_queued >= self._queue_limit
                 or self._queued_bytes > self._bytes_limit
             ):
-                self.hub.dropped += self._queued + 1
-                metrics.DROPPED.labels(reason="slow_consumer").inc(self._queued + 1)
-                metrics.SLOW_CONSUMER_CLOSES.inc()
-                self._close_soon(CLOSE_SLOW_CONSUMER)
+                self._overflowed(1)
                 return
+            if event.type == "stage.progress":
+                if self._pending_progress is None:
+                    self._pending_progress = {}
+                self._pending_progress[event.stage_id] = entry
         self._append(entry)
+
+    def _supersede(self, older: Entry, entry: Entry) -> None:
+        """Put `entry` (a live stage.progress) in the queue instead of `older`, the same
+        stage's queued one: in its place when it is the last entry (nothing queued after it),
+        else at the end, so that ids still leave in increasing order. O(entries queued after
+        `older`): none in a burst on one stage, one per other busy stage otherwise."""
+        queue = self._queue
+        assert queue is not None and self._pending_progress is not None
+        event: LoggedEvent = entry[1]
+        if queue[-1] is older:
+            queue[-1] = entry
+        else:
+            for index in range(len(queue) - 1, -1, -1):
+                queued = queue[index]
+                if queued is older:
+                    del queue[index]
+                    break
+                if queued[0] == CLOSE:
+                    return  # behind a close: never sent; `older` goes out before the close
+            queue.append(entry)
+        self._pending_progress[event.stage_id] = entry
+        self.hub.coalesced += 1
+        self._queued_bytes += len(event.frame) - len(older[1].frame)
+        if self._queued_bytes > self._bytes_limit:
+            self._overflowed(0)
+
+    def _overflowed(self, refused: int) -> None:
+        """The live queue is over a bound: drop it (and `refused` events not queued), 4008."""
+        dropped = self._queued + refused
+        self.hub.dropped += dropped
+        metrics.DROPPED.labels(reason="slow_consumer").inc(dropped)
+        metrics.SLOW_CONSUMER_CLOSES.inc()
+        self._close_soon(CLOSE_SLOW_CONSUMER)
 
     def _push(self, frame: str) -> None:
         """Send a control frame, or queue it behind the frames already queued (order kept)."""
@@ -241,11 +283,9 @@ class SocketWriter:
                 kind, item = entry
                 if kind == LIVE:
                     self._queued_bytes -= len(item.frame)
-                    if item.type == "stage.progress":
-                        pending = self._pending_progress
-                        if pending.get(item.stage_id) is not entry:
-                            continue  # superseded by a newer progress: already uncounted
-                        del pending[item.stage_id]
+                    pending = self._pending_progress
+                    if pending is not None and pending.get(item.stage_id) is entry:
+                        del pending[item.stage_id]  # sent from here on: no longer replaceable
                     self._queued -= 1
                     await send({"type": "websocket.send", "text": item.frame})
                     self._sent(item)
@@ -268,7 +308,9 @@ class SocketWriter:
         finally:
             self._writer = None
             if not self._queue:
-                self._queue = None  # drained: back to sending at once, and to no queue
+                # Drained: back to sending at once, and to no queue.
+                self._queue = None
+                self._pending_progress = None
 
     # --- closing -------------------------------------------------------------------------
 
@@ -281,7 +323,7 @@ class SocketWriter:
         self._queued = 0
         self._replay_queued = 0
         self._queued_bytes = 0
-        self._pending_progress.clear()
+        self._pending_progress = None
         with contextlib.suppress(Exception):
             await self.close(code=code, reason=reason)
 

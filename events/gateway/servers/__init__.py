@@ -23,8 +23,11 @@ from . import (
     autobahn_debug_log,
     daphne_close,
     daphne_handshake,
+    daphne_send_buffer,
+    daphne_stalled_peer,
     uvicorn_handshake,
     uvicorn_keepalive,
+    uvicorn_lean_state,
     uvicorn_logs,
     uvicorn_send_buffer,
     uvicorn_stalled_peer,
@@ -32,10 +35,18 @@ from . import (
 from .versions import require
 
 PATCHES: dict[str, tuple[ModuleType, ...]] = {
-    "daphne": (daphne_close, autobahn_debug_log, daphne_handshake),
+    # daphne_stalled_peer wraps the serverClose that daphne_close installed: after it.
+    "daphne": (
+        daphne_close,
+        autobahn_debug_log,
+        daphne_handshake,
+        daphne_send_buffer,
+        daphne_stalled_peer,
+    ),
     "uvicorn": (
         uvicorn_handshake,
         uvicorn_keepalive,
+        uvicorn_lean_state,
         uvicorn_logs,
         uvicorn_send_buffer,
         uvicorn_stalled_peer,

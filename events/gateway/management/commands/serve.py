@@ -95,10 +95,12 @@ class Command(BaseCommand):
                     host,
                     "-p",
                     str(port),
+                    # Whole seconds (daphne's options are integers); a missing pong
+                    # closes with 4008 (servers/daphne_stalled_peer.py).
                     "--ping-interval",
-                    "20",
+                    str(max(1, round(settings.WS_PING_INTERVAL))),
                     "--ping-timeout",
-                    "30",
+                    str(max(1, round(settings.WS_PING_TIMEOUT))),
                     "-v",
                     "0",
                     APP,
