@@ -114,13 +114,36 @@ def main() -> None:
         for payload in clean_payloads:
             phi.scan(payload)
 
+    # The scanner remembers strings it found clean (events/phi/scanner.py): every case but
+    # the last starts each call with an empty memo, so it measures a first sight; the last
+    # measures a progress payload seen before, as a stage's repeated reports are.
+    scanner = importlib.import_module("events.phi.scanner")
+    memos = [
+        getattr(scanner, name) for name in ("_CLEAN", "_CLEAN_GROUPS") if hasattr(scanner, name)
+    ]
+
+    def fresh(call: Callable[[], object]) -> Callable[[], object]:
+        if not memos:
+            return call
+
+        def first_sight() -> object:
+            for memo in memos:
+                memo.clear()
+            return call()
+
+        return first_sight
+
     cases: dict[str, tuple[Callable[[], object], int]] = {
-        "clean_short": (_texts_caller(phi.scan_text, SHORT_CLEAN), len(SHORT_CLEAN)),
-        "clean_long": (_texts_caller(phi.scan_text, [LONG_CLEAN]), 1),
-        "phi_text": (_texts_caller(phi.scan_text, PHI), len(PHI)),
-        "unicode_clean": (_texts_caller(phi.scan_text, UNICODE_CLEAN), len(UNICODE_CLEAN)),
-        "progress_payload": (lambda: phi.scan(PAYLOAD), 1),
-        "clean_corpus_payload": (corpus, len(clean_payloads)),
+        "clean_short": (fresh(_texts_caller(phi.scan_text, SHORT_CLEAN)), len(SHORT_CLEAN)),
+        "clean_long": (fresh(_texts_caller(phi.scan_text, [LONG_CLEAN])), 1),
+        "phi_text": (fresh(_texts_caller(phi.scan_text, PHI)), len(PHI)),
+        "unicode_clean": (
+            fresh(_texts_caller(phi.scan_text, UNICODE_CLEAN)),
+            len(UNICODE_CLEAN),
+        ),
+        "progress_payload": (fresh(lambda: phi.scan(PAYLOAD)), 1),
+        "clean_corpus_payload": (fresh(corpus), len(clean_payloads)),
+        "progress_payload_seen": (lambda: phi.scan(PAYLOAD), 1),
     }
     results: dict[str, float] = {}
     deadline = time.monotonic() + 120

@@ -777,3 +777,28 @@ def test_it_scans_a_64_kib_pathological_string_in_linear_time(unit: str) -> None
     started = time.perf_counter()
     scan_text(text)
     assert time.perf_counter() - started < 2.0
+
+
+def test_a_string_remembered_as_clean_is_one_that_scanned_clean_alone() -> None:
+    """The clean-string memo never takes a string whose own findings were already in the
+    set it was scanned into (several parts scanned into one set, as scan_texts does)."""
+    from events.phi import scanner
+
+    first, second = "MRN 48213377", "MRN 51234987"
+    assert scan({"statusMessage": first}) and scan({"statusMessage": second})
+    scanner._CLEAN.clear()
+    together: set[str] = set()
+    scanner._scan_into(first, together)
+    scanner._scan_into(second, together)  # same category as the first: must not look clean
+    assert second not in scanner._CLEAN
+    assert scan({"statusMessage": second})  # still refused alone
+    assert not scan({"statusMessage": "Processing 450 of 1000 rows"})
+    assert "Processing 450 of 1000 rows" in scanner._CLEAN
+    assert not scan({"statusMessage": "Processing 450 of 1000 rows"})  # from the memo
+    # Texts read together: a clean pair is remembered, a pair with findings never is.
+    scanner._CLEAN_GROUPS.clear()
+    assert scan_texts(["SSN 123", "45-6789"])
+    assert ("SSN 123", "45-6789") not in scanner._CLEAN_GROUPS
+    assert scan_texts(["SSN 123", "45-6789"])
+    assert not scan_texts(["Ingest", "Processing 450 of 1000 rows"])
+    assert ("Ingest", "Processing 450 of 1000 rows") in scanner._CLEAN_GROUPS

@@ -51,14 +51,37 @@ class Finding:
 
 
 def _scan_into(text: str, out: set[str]) -> None:
-    """Add the categories found in one raw string to ``out``."""
+    """Add the categories found in one raw string to ``out``.
+
+    Strings found clean are remembered (a bounded set, emptied when full): the same ids,
+    stage names and status texts come back in event after event — a stage's progress
+    repeats all of them — and a string's verdict alone depends on nothing but the string.
+    Only short strings are kept, so the memo stays small; strings with findings are always
+    scanned afresh (they are rare, and refused anyway)."""
+    if text in _CLEAN:
+        return
+    found: set[str] = set()  # this string's own findings, whatever `out` already holds
     if has_bidi_controls(text):
-        out.add(BIDI_CONTROL)
-    detect(fold(text), out)
+        found.add(BIDI_CONTROL)
+    detect(fold(text), found)
     if not text.isascii():
         variant = stroke_variant(text)
         if variant is not None:
-            detect(variant, out)
+            detect(variant, found)
+    if found:
+        out |= found
+    elif len(text) <= _CLEAN_MAX_LENGTH:
+        if len(_CLEAN) >= _CLEAN_MAX:
+            _CLEAN.clear()
+        _CLEAN.add(text)
+
+
+# The memo of strings that scanned clean (see _scan_into): at most _CLEAN_MAX of them, each at
+# most _CLEAN_MAX_LENGTH characters (~2 MiB at worst). Set operations are atomic under the GIL.
+_CLEAN: set[str] = set()
+_CLEAN_GROUPS: set[tuple[str, ...]] = set()  # the same for texts read together
+_CLEAN_MAX = 8192
+_CLEAN_MAX_LENGTH = 200
 
 
 # Between the two joins of a joint scan: no pattern reads "|" as part of an identifier or as
@@ -82,18 +105,28 @@ def _scan_together(texts: list[str], out: set[str]) -> None:
     """Texts side by side, joined by a space and glued (``_glued``), so that neither
     ``"SSN 123"``/``"45"``/``"6789"`` nor ``"123-45-"``/``"6789"`` nor ``"jane"``/
     ``"@example.com"`` escapes. One detector pass over both joins (the pass has a fixed cost).
+    Groups found clean are remembered as single strings are (``_scan_into``).
     """
-    if any(has_bidi_controls(text) for text in texts):
-        out.add(BIDI_CONTROL)
-    texts = [text for text in texts if text]
-    if len(texts) < 2:
+    key = tuple(texts)
+    if key in _CLEAN_GROUPS:
         return
-    folded = [fold(text) for text in texts]
-    detect(" ".join(folded) + _JOINS_APART + _glued(folded), out)
-    variants = [stroke_variant(text) for text in texts]
-    if any(variant is not None for variant in variants):
-        folded = [variant or plain for variant, plain in zip(variants, folded, strict=True)]
-        detect(" ".join(folded) + _JOINS_APART + _glued(folded), out)
+    found: set[str] = set()  # this group's own findings, whatever `out` already holds
+    if any(has_bidi_controls(text) for text in texts):
+        found.add(BIDI_CONTROL)
+    texts = [text for text in texts if text]
+    if len(texts) >= 2:
+        folded = [fold(text) for text in texts]
+        detect(" ".join(folded) + _JOINS_APART + _glued(folded), found)
+        variants = [stroke_variant(text) for text in texts]
+        if any(variant is not None for variant in variants):
+            folded = [variant or plain for variant, plain in zip(variants, folded, strict=True)]
+            detect(" ".join(folded) + _JOINS_APART + _glued(folded), found)
+    if found:
+        out |= found
+    elif sum(len(text) for text in key) <= 2 * _CLEAN_MAX_LENGTH:
+        if len(_CLEAN_GROUPS) >= _CLEAN_MAX:
+            _CLEAN_GROUPS.clear()
+        _CLEAN_GROUPS.add(key)
 
 
 def scan_text(text: str) -> list[str]:
