@@ -293,7 +293,9 @@ export class RunEventsClient {
     /** @private */ this._pingInterval = nonNegativeNumber(o.pingInterval ?? 30000, "pingInterval", 1);
     /** @private */ this._pongTimeout = nonNegativeNumber(o.pongTimeout ?? 10000, "pongTimeout", 1);
     /** @private */ this._WebSocket = o.WebSocket ?? /** @type {any} */ (globalThis).WebSocket;
-    /** @private */ this._fetch = o.fetch ?? /** @type {any} */ (globalThis).fetch;
+    const globalFetch = /** @type {any} */ (globalThis).fetch;
+    // Bound: a browser's fetch called as a method of another object throws "Illegal invocation".
+    /** @private */ this._fetch = o.fetch ?? (typeof globalFetch === "function" ? globalFetch.bind(globalThis) : undefined);
     const transport = o.transport ?? "auto";
     if (!TRANSPORTS.includes(transport)) {
       throw new TypeError(`transport must be one of ${TRANSPORTS.join(", ")}`);
