@@ -393,6 +393,7 @@ class EventStream(SocketWriter, Viewer, Replay):
                 "status": refused.status,
                 "headers": [
                     (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
                     (b"cache-control", b"no-store"),
                     *refused.headers,
                 ],

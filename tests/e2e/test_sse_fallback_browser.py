@@ -20,7 +20,12 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from devtools.servers import DEMO_PASSWORDS, AppServer, free_port
-from tests.e2e.test_dashboard_browser import WAIT_MS, browser, feed_ids  # noqa: F401 (fixture)
+from tests.e2e.test_dashboard_browser import (  # noqa: F401 (browser: a fixture)
+    OUTSIDER,
+    WAIT_MS,
+    browser,
+    feed_ids,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -104,6 +109,15 @@ def proxied_app(request: pytest.FixtureRequest) -> Iterator[tuple[AppServer, Upg
         AppServer(request.param) as app,
         UpgradeRefusingProxy(app.port) as proxy,
     ):
+        # An outsider with a project of their own; seed_demo makes members of one project only.
+        name, password, project = OUTSIDER
+        app.manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; from runs import services; "
+            f"u = User.objects.create_user({name!r}, '{name}@example.org', {password!r}); "
+            f"services.create_project({project!r}, owner=u)",
+        )
         yield app, proxy
 
 
@@ -115,23 +129,33 @@ def context(browser: Browser) -> Iterator[BrowserContext]:  # noqa: F811
     ctx.close()
 
 
-def sign_in(context: BrowserContext, base: str, username: str) -> tuple[Page, list[str]]:
+def sign_in(
+    context: BrowserContext, base: str, username: str, password: str | None = None
+) -> tuple[Page, list[str]]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(base + "/")
     page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(DEMO_PASSWORDS[username])
+    page.get_by_label("Password").fill(password or DEMO_PASSWORDS[username])
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(base + "/")
     return page, errors
 
 
 def test_the_dashboard_follows_a_demo_run_over_sse_through_a_restart(
-    context: BrowserContext, proxied_app: tuple[AppServer, UpgradeRefusingProxy]
+    context: BrowserContext,
+    browser: Browser,  # noqa: F811 (the imported fixture)
+    proxied_app: tuple[AppServer, UpgradeRefusingProxy],
 ) -> None:
     app, proxy = proxied_app
     base = proxy.url
+    # A user of another project, on the same fallback: must see none of it.
+    outsider_context = browser.new_context()
+    outsider_context.set_default_timeout(WAIT_MS)
+    outsider, outsider_errors = sign_in(outsider_context, base, OUTSIDER[0], OUTSIDER[1])
+    expect(outsider.locator("#connection")).to_have_attribute("data-transport", "sse")
+    expect(outsider.locator("#connection")).to_have_attribute("data-state", "open")
     page, errors = sign_in(context, base, "admin")
     connection = page.locator("#connection")
     # The socket is refused (twice), then the page streams.
@@ -184,3 +208,11 @@ def test_the_dashboard_follows_a_demo_run_over_sse_through_a_restart(
         assert sorted(seen) == expected
     assert before_stop < set(feed_ids(page, run_id))
     assert errors == []
+
+    # --- the outsider's stream carried none of this project's events -------------------------
+    expect(outsider.locator("#connection")).to_have_attribute("data-state", "open")
+    expect(outsider.locator(".project h2")).to_have_text([OUTSIDER[2]])
+    assert outsider.locator("#event-feed li").count() == 0
+    assert outsider.locator(f"#run-{run_id}").count() == 0
+    assert outsider_errors == []
+    outsider_context.close()
