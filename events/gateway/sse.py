@@ -355,10 +355,10 @@ class EventStream(SocketWriter, Viewer, Replay):
         )
         if request.last_event_id is not None and self._types:
             self._held = []  # live events wait until the replay is done
-        await self._set_user(user, member_of)
         username = user.get_username()
-        # The browser reconnects this long after the stream ends (the client library sets its
-        # own backoff); the two frames are the socket's, for clients that share its handling.
+        # Before the user is set, so before any event can be offered: the retry hint (how long
+        # a browser waits to reconnect once the stream ends; the client library has its own
+        # backoff) and the socket's first frame.
         self._send_now(
             {"type": "http.response.body", "body": b"retry: 2000\n\n", "more_body": True}
         )
@@ -373,6 +373,7 @@ class EventStream(SocketWriter, Viewer, Replay):
                 },
             )
         )
+        await self._set_user(user, member_of)
         self._push(
             control_frame(
                 "auth.success",
