@@ -910,9 +910,13 @@ class Clients:
         concurrency: int = 100,
         auth: bool = True,
         connect_timeout: float = 120,
+        worker: Any = None,
     ) -> None:
         import multiprocessing as mp
 
+        # The client process's main: `client_worker`'s arguments and commands (bench/sse.py
+        # has one for Server-Sent Events streams).
+        self.worker = worker or client_worker
         self.ctx = mp.get_context("fork")
         self.target = target
         self.n = n
@@ -933,7 +937,7 @@ class Clients:
         for share in shares:
             parent, child = self.ctx.Pipe()
             p = self.ctx.Process(
-                target=client_worker,
+                target=self.worker,
                 args=(
                     child,
                     host,

@@ -26,6 +26,17 @@ SOCKETS_OPEN = Gauge(
 )
 CONNECTS = Counter("researchflow_ws_connects_total", "WebSocket connections accepted")
 CLOSES = Counter("researchflow_ws_closes_total", "WebSocket closes by close code", ["code"])
+SSE_STREAMS_OPEN = Gauge(
+    "researchflow_sse_streams_open",
+    "Server-Sent Events streams open (GET /events/stream)",
+    multiprocess_mode="livesum",
+)
+SSE_STREAMS = Counter("researchflow_sse_streams_total", "Server-Sent Events streams started")
+SSE_CLOSES = Counter(
+    "researchflow_sse_closes_total",
+    "Server-Sent Events streams ended, by the socket close code named (client: the client left)",
+    ["code"],
+)
 INBOUND = Counter(
     "researchflow_ws_inbound_messages_total", "Client messages received by type", ["type"]
 )

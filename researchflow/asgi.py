@@ -1,5 +1,6 @@
-"""ASGI entry point: HTTP through Django, `/ws` through the origin policy, the session auth
-middleware and the run-events consumer (events/gateway/security.py)."""
+"""ASGI entry point: HTTP through Django (except `/events/stream`, the Server-Sent Events
+stream, events/gateway/sse.py), `/ws` through the origin policy, the session auth middleware
+and the run-events consumer (events/gateway/security.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 from events.gateway import layers, servers  # noqa: E402
 from events.gateway.routing import known_paths_only, route_sockets  # noqa: E402
 from events.gateway.security import socket_auth_stack  # noqa: E402
+from events.gateway.sse import event_stream, with_event_stream  # noqa: E402
 
 # Patches of the running server's internals and the channels release layers.py copies from,
 # each checked against the installed release: a mismatch stops the start here.
@@ -34,7 +36,9 @@ if os.environ.get("RESEARCHFLOW_GC_TUNING") == "1":  # set by `manage.py serve`,
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # GET /events/stream (Server-Sent Events) behind the same cookie and session stack as
+        # the socket; every other path is Django's.
+        "http": with_event_stream(socket_auth_stack(event_stream), django_asgi_app),
         "websocket": known_paths_only(socket_auth_stack(route_sockets())),
     }
 )

@@ -69,7 +69,7 @@ def safe_path(path: object) -> str:
 @cache
 def _route_words() -> frozenset[str]:
     """Literal segments of the project's URL patterns: our text, safe to log."""
-    words = {"ws", "static"}
+    words = {"ws", "static", "events", "stream"}  # /ws, /static/, /events/stream (the SSE stream)
     try:
         from django.urls import get_resolver
 

@@ -381,6 +381,9 @@ WS_EVENT_SHARDS = envint("WS_EVENT_SHARDS", 16, minimum=1, maximum=4096)
 # Re-check of socket credentials (member removed, user deactivated, token revoked).
 WS_REAUTH_INTERVAL = envfloat("WS_REAUTH_INTERVAL", 5.0, minimum=0.05)
 WS_SOCKET_TOKEN_MAX_AGE = envint("WS_SOCKET_TOKEN_MAX_AGE", 300, minimum=1)
+# GET /events/stream (Server-Sent Events): a comment line this often keeps proxies from timing
+# an idle stream out and lets clients tell a live stream from a dead one.
+SSE_HEARTBEAT_INTERVAL = envfloat("SSE_HEARTBEAT_INTERVAL", 15.0, minimum=0.05)
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "") or None
 
 # Every record passes researchflow.log_hygiene's filter on its way out: request paths, methods

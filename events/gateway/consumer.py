@@ -40,14 +40,13 @@ from events import metrics, protocol
 from events.protocol import PROTOCOL_VERSION, ProtocolError
 from events.record import LoggedEvent
 from events.schemas import EVENT_CATEGORIES
-from runs import access
 
 from . import credentials
 from .deadlines import CLOSE_GOING_AWAY, DEADLINES_SLOTS, Deadlines
 from .hub import Hub
 from .ratelimit import TokenBucket
 from .replay import REPLAY_SLOTS, Replay
-from .viewer import VIEWER_SLOTS, Viewer
+from .viewer import VIEWER_SLOTS, ScopeRefused, Viewer, authorised_scope
 from .writer import CLOSE_SLOW_CONSUMER, SocketWriter
 from .writer import control_frame as _now_frame
 
@@ -290,27 +289,12 @@ class RunEventsConsumer(SocketWriter, Viewer, Replay, Deadlines, AsyncJsonWebsoc
         user = credential.user
         if payload.user_id is not None and payload.user_id != user.get_username():
             return self._auth_failed("userId does not match the authenticated user")
-        member_of = await database_sync_to_async(access.member_projects)(user)
-        project_id = payload.project_id
         run_id = payload.run_id
-        # One message for "doesn't exist" and "not yours": never confirm a foreign id.
-        if project_id is not None and member_of is not None and project_id not in member_of:
-            return self._auth_failed("project not found or not accessible")
-        if (
-            project_id is not None
-            and member_of is None
-            and not await database_sync_to_async(access.project_exists)(project_id)
-        ):
-            return self._auth_failed("project not found or not accessible")
-        if run_id is not None:
-            run_project = await database_sync_to_async(access.run_project)(run_id)
-            if (
-                run_project is None
-                or (member_of is not None and run_project not in member_of)
-                or (project_id is not None and run_project != project_id)
-            ):
-                return self._auth_failed("run not found or not accessible")
-            project_id = project_id or run_project
+        try:
+            # One message for "doesn't exist" and "not yours": never confirm a foreign id.
+            project_id, member_of = await authorised_scope(user, payload.project_id, run_id)
+        except ScopeRefused as exc:
+            return self._auth_failed(str(exc))
 
         if self.user_id != user.pk:
             self._release_slot()

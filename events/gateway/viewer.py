@@ -26,6 +26,38 @@ if TYPE_CHECKING:
 CLOSE_FORBIDDEN = 4403  # the socket's scope is no longer visible to its user
 
 
+class ScopeRefused(Exception):
+    """The project or run a client asked to be narrowed to is unknown or not the user's; the
+    message is the same for both, so it never confirms that a foreign id exists."""
+
+
+async def authorised_scope(
+    user: Any, project_id: str | None, run_id: str | None
+) -> tuple[str | None, frozenset[str] | None]:
+    """The scope a client asked for (`auth` on `/ws`, the query of `/events/stream`), checked
+    against the user's memberships: the project it narrows to (a run's project when only the
+    run was named) and the user's projects (None: staff, every project). Raises ScopeRefused."""
+    member_of = await database_sync_to_async(access.member_projects)(user)
+    if project_id is not None and member_of is not None and project_id not in member_of:
+        raise ScopeRefused("project not found or not accessible")
+    if (
+        project_id is not None
+        and member_of is None
+        and not await database_sync_to_async(access.project_exists)(project_id)
+    ):
+        raise ScopeRefused("project not found or not accessible")
+    if run_id is not None:
+        run_project = await database_sync_to_async(access.run_project)(run_id)
+        if (
+            run_project is None
+            or (member_of is not None and run_project not in member_of)
+            or (project_id is not None and run_project != project_id)
+        ):
+            raise ScopeRefused("run not found or not accessible")
+        project_id = project_id or run_project
+    return project_id, member_of
+
+
 # Viewer's attributes, for the host's __slots__.
 VIEWER_SLOTS = (
     "_member_of",

@@ -1142,6 +1142,8 @@ function renderConnection(connection) {
     label = "Offline";
   }
   els.connection.dataset.state = key;
+  // "sse" once the client fell back to Server-Sent Events (a proxy that refuses WebSockets).
+  els.connection.dataset.transport = client?.transport ?? "websocket";
   els.connectionLabel.textContent = label;
   if (els.reconnect) els.reconnect.hidden = !(key === "reconnecting" || (key === "offline" && client !== null));
 }

@@ -41,6 +41,18 @@
 // * disconnect(): closes with 1000, clears every timer, state "closed", no reconnect. Handlers stay
 //   registered (a later connect() restores their subscriptions); remove them with the returned
 //   unsubscribe functions / unsubscribe(). Removed handlers are not referenced any more.
+// * Transport (`transport`: "auto" (default) | "websocket" | "sse"): behind a proxy that breaks
+//   WebSocket upgrades, "auto" falls back to Server-Sent Events (`GET /events/stream`,
+//   docs/protocol.md) after `sseFallbackAfter` sockets in a row closed before the server's first
+//   frame (a refused upgrade closes 1006 before `open`), or at once when a WebSocket cannot be
+//   constructed. Same API, same events, same exactly-once rule: each stream is opened with the
+//   scope, the subscription set and `lastEventId` in its query, read with fetch() (so a token goes
+//   in the Authorization header, never in the URL; same-origin pages send the session cookie),
+//   and reopened from the last id when the subscription set changes or the stream ends. A stream
+//   that fails before it opens (the server is down) sends the next attempt back to the WebSocket,
+//   so after a restart whichever transport works is found. The server's keepalive comments stand
+//   in for pong: nothing for `pingInterval + pongTimeout` ms means a dead stream. HTTP 401/403 are
+//   final like close codes 4401/4403, and 400/404 like `auth.failed`; anything else is retried.
 
 /** Event categories and their event types (docs/protocol.md, "Event types and categories"); kept
  * equal to the server's catalogue (events/schemas.py EVENT_CATALOGUE) by tests/test_catalogue.py. */
@@ -85,6 +97,8 @@ const WS_CONNECTING = 0;
 
 const LISTENER_NAMES = Object.freeze(["state", "error", "resync", "event", "message"]);
 
+const TRANSPORTS = Object.freeze(["auto", "websocket", "sse"]);
+
 /**
  * @typedef {object} RunEvent
  * @property {number} id            Position in the server's event log (strictly increasing).
@@ -120,6 +134,13 @@ const LISTENER_NAMES = Object.freeze(["state", "error", "resync", "event", "mess
  * @property {number|null} [lastEventId]  Start after this log position (the newest event id the
  *   page's REST-loaded state reflects).
  * @property {any} [WebSocket]  WebSocket constructor (tests); default globalThis.WebSocket.
+ * @property {"auto"|"websocket"|"sse"} [transport="auto"]  "auto": WebSocket, falling back to
+ *   Server-Sent Events when sockets cannot be opened; or one of them only.
+ * @property {number} [sseFallbackAfter=2]  "auto": sockets in a row that close before the server's
+ *   first frame before switching to Server-Sent Events.
+ * @property {string} [sseUrl]  Default: the socket URL with http(s) and `/events/stream` for its
+ *   final `/ws` (same-origin `/events/stream` by default).
+ * @property {any} [fetch]  fetch() implementation for the stream (tests); default globalThis.fetch.
  * @property {number} [pingInterval=30000]
  * @property {number} [pongTimeout=10000]
  * @property {(state: ConnectionStateValue, previous: ConnectionStateValue) => void} [onStateChange]
@@ -194,6 +215,29 @@ export function resolveWebSocketUrl(url, location = /** @type {any} */ (globalTh
 }
 
 /**
+ * Resolve the Server-Sent Events URL: explicit `sseUrl` (relative to the page), else the socket
+ * URL with http(s) for ws(s) and `/events/stream` in place of its final `/ws`.
+ * @param {string|undefined} sseUrl
+ * @param {string} socketUrl  an absolute ws(s) URL
+ * @param {{protocol: string, host: string} | undefined} [location]
+ * @returns {string}
+ */
+export function resolveStreamUrl(sseUrl, socketUrl, location = /** @type {any} */ (globalThis).location) {
+  if (sseUrl !== undefined && sseUrl !== null) {
+    const target = String(sseUrl);
+    if (/^https?:\/\//i.test(target)) return target;
+    if (!location || !location.host) {
+      throw new TypeError(`Cannot resolve event stream URL ${JSON.stringify(target)} without a page location`);
+    }
+    return `${location.protocol}//${location.host}${target.startsWith("/") ? target : `/${target}`}`;
+  }
+  const parsed = new URL(socketUrl);
+  const scheme = parsed.protocol === "wss:" ? "https:" : "http:";
+  const path = parsed.pathname.endsWith("/ws") ? `${parsed.pathname.slice(0, -3)}/events/stream` : "/events/stream";
+  return `${scheme}//${parsed.host}${path}`;
+}
+
+/**
  * Backoff delay before reconnect attempt `attempt` (0-based), with equal jitter:
  * base = min(maxReconnectDelay, reconnectDelay * 2^attempt); result in [base/2, base].
  * @param {number} attempt
@@ -249,10 +293,33 @@ export class RunEventsClient {
     /** @private */ this._pingInterval = nonNegativeNumber(o.pingInterval ?? 30000, "pingInterval", 1);
     /** @private */ this._pongTimeout = nonNegativeNumber(o.pongTimeout ?? 10000, "pongTimeout", 1);
     /** @private */ this._WebSocket = o.WebSocket ?? /** @type {any} */ (globalThis).WebSocket;
-    if (typeof this._WebSocket !== "function") {
+    const globalFetch = /** @type {any} */ (globalThis).fetch;
+    // Bound: a browser's fetch called as a method of another object throws "Illegal invocation".
+    /** @private */ this._fetch = o.fetch ?? (typeof globalFetch === "function" ? globalFetch.bind(globalThis) : undefined);
+    const transport = o.transport ?? "auto";
+    if (!TRANSPORTS.includes(transport)) {
+      throw new TypeError(`transport must be one of ${TRANSPORTS.join(", ")}`);
+    }
+    /** @private */ this._mode = transport;
+    /** @private */ this._fallbackAfter = nonNegativeNumber(o.sseFallbackAfter ?? 2, "sseFallbackAfter", 1);
+    const hasWebSocket = typeof this._WebSocket === "function";
+    const hasFetch = typeof this._fetch === "function";
+    if (transport !== "sse" && !hasWebSocket && !(transport === "auto" && hasFetch)) {
       throw new TypeError("No WebSocket implementation: pass options.WebSocket");
     }
+    if (transport !== "websocket" && !hasFetch && !(transport === "auto" && hasWebSocket)) {
+      throw new TypeError("No fetch implementation for Server-Sent Events: pass options.fetch");
+    }
+    /** The transport the next connection uses. @private @type {"websocket"|"sse"} */
+    this._transport = transport === "sse" || (transport === "auto" && !hasWebSocket) ? "sse" : "websocket";
+    /** The current socket has had a frame from the server. @private */ this._wsHeard = false;
+    /** "auto": sockets in a row closed before the server's first frame. @private */
+    this._wsFailures = 0;
     /** @private */ this._url = resolveWebSocketUrl(o.url);
+    /** @private */ this._sseUrl = resolveStreamUrl(o.sseUrl, this._url);
+    /** The open (or opening) event stream, when the transport is "sse". @private @type {any} */
+    this._stream = null;
+    /** @private */ this._reopenScheduled = false;
     /** @private */ this._callbacks = {
       onError: o.onError,
       onStateChange: o.onStateChange,
@@ -309,6 +376,16 @@ export class RunEventsClient {
   /** The resolved WebSocket URL. */
   get url() {
     return this._url;
+  }
+
+  /** The resolved Server-Sent Events URL (`GET /events/stream`). */
+  get sseUrl() {
+    return this._sseUrl;
+  }
+
+  /** @returns {"websocket"|"sse"} the transport of the current (or next) connection */
+  get transport() {
+    return this._transport;
   }
 
   // ------------------------------------------------------------ subscriptions
@@ -472,6 +549,22 @@ export class RunEventsClient {
     if (!this._authenticated) return;
     const { types, categories } = this._desired();
     const wanted = new Set([...types.map((t) => `type:${t}`), ...categories.map((c) => `category:${c}`)]);
+    if (this._stream) {
+      // A stream's subscriptions are its query: reopen it from the last id with the new set,
+      // once for all the changes made in this turn (a component registering several handlers).
+      if (sameSet(wanted, this._serverSubs) || this._reopenScheduled) return;
+      this._reopenScheduled = true;
+      queueMicrotask(() => {
+        this._reopenScheduled = false;
+        if (!this._stream || !this._authenticated) return;
+        const now = this._desired();
+        const keys = new Set([...now.types.map((t) => `type:${t}`), ...now.categories.map((c) => `category:${c}`)]);
+        if (sameSet(keys, this._serverSubs)) return;
+        this._teardownSocket(1000, "subscriptions changed");
+        this._openStream();
+      });
+      return;
+    }
     for (const key of [...this._serverSubs]) {
       if (!wanted.has(key)) {
         this._serverSubs.delete(key);
@@ -488,15 +581,25 @@ export class RunEventsClient {
 
   /** @private */
   _openSocket() {
+    if (this._transport === "sse") {
+      this._openStream();
+      return;
+    }
     let ws;
     try {
       ws = new this._WebSocket(this._url);
     } catch (cause) {
+      if (this._mode === "auto" && typeof this._fetch === "function") {
+        this._transport = "sse"; // no WebSocket here at all (a policy, a missing implementation)
+        this._openStream();
+        return;
+      }
       this._setState(ConnectionState.CLOSED);
       this._report(new RunEventsError(`Cannot open WebSocket ${this._url}`, "connect_failed", { cause }));
       return;
     }
     this._ws = ws;
+    this._wsHeard = false;
     this._authenticated = false;
     this._serverSubs = new Set();
     this._clientId = null;
@@ -514,13 +617,209 @@ export class RunEventsClient {
     };
     ws.onclose = (/** @type {{code?: number, reason?: string}} */ ev) => {
       if (ws !== this._ws) return;
+      if (!this._wsHeard && this._mode === "auto") {
+        // Closed before the server's first frame: a refused upgrade, a proxy, or no server.
+        this._wsFailures += 1;
+        if (this._wsFailures >= this._fallbackAfter && typeof this._fetch === "function") this._transport = "sse";
+      }
       this._onClose(ev?.code ?? 1006, ev?.reason ?? "");
     };
+  }
+
+  /** Open a Server-Sent Events stream (fetch, read, parse); see "Transport" above. @private */
+  _openStream() {
+    const controller = typeof AbortController === "function" ? new AbortController() : null;
+    const { types, categories } = this._desired();
+    const stream = { controller, opened: false, closeCode: /** @type {number|null} */ (null), closeReason: "" };
+    this._stream = stream;
+    this._authenticated = false;
+    this._clientId = null;
+    // The stream's subscriptions are exactly the set in its query.
+    this._serverSubs = new Set([...types.map((t) => `type:${t}`), ...categories.map((c) => `category:${c}`)]);
+    const live = () => stream === this._stream;
+    void (async () => {
+      /** @type {unknown} */
+      let token = this._token;
+      if (typeof token === "function") {
+        try {
+          token = await token();
+        } catch (cause) {
+          if (!live()) return;
+          this._teardownSocket(1000, "no token");
+          this._scheduleReconnect();
+          this._report(new RunEventsError("Could not obtain a socket token", "token_error", { cause }));
+          return;
+        }
+        if (!live()) return;
+      }
+      /** @type {Record<string, string>} */
+      const headers = { Accept: "text/event-stream" };
+      if (token !== undefined && token !== null && token !== "") headers.Authorization = `Token ${String(token)}`;
+      const query = new URLSearchParams();
+      for (const [k, v] of Object.entries(this._scope)) if (v !== undefined && v !== null) query.set(k, String(v));
+      query.set("types", types.join(","));
+      query.set("categories", categories.join(","));
+      if (this._lastEventId !== null) query.set("lastEventId", String(this._lastEventId));
+      const url = `${this._sseUrl}${this._sseUrl.includes("?") ? "&" : "?"}${query}`;
+      let response;
+      try {
+        response = await this._fetch(url, {
+          headers,
+          credentials: "include",
+          cache: "no-store",
+          signal: controller?.signal,
+        });
+      } catch (cause) {
+        if (!live()) return;
+        this._report(new RunEventsError("Event stream request failed", "transport_error", { cause }));
+        if (live()) this._onStreamEnd(stream);
+        return;
+      }
+      if (!live()) return;
+      if (!response.ok) {
+        await this._onStreamRefused(stream, response);
+        return;
+      }
+      stream.opened = true;
+      this._armStreamWatchdog(stream);
+      try {
+        await this._readStream(stream, response);
+      } catch (cause) {
+        if (!live()) return;
+        this._report(new RunEventsError("Event stream broken", "transport_error", { cause }));
+      }
+      if (live()) this._onStreamEnd(stream);
+    })();
+  }
+
+  /** The stream was answered with an HTTP error before it started. @private */
+  async _onStreamRefused(/** @type {any} */ stream, /** @type {any} */ response) {
+    const status = Number(response.status);
+    /** @type {any} */
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      // not JSON: the status says enough
+    }
+    if (stream !== this._stream) return;
+    const detail = body && typeof body.detail === "string" ? body.detail : `HTTP ${status}`;
+    if (status === 401 || status === 403) {
+      this._teardownSocket(1000, "");
+      this._setState(ConnectionState.CLOSED);
+      const what = status === 401 ? "not authenticated" : "refused (origin or permission)";
+      this._report(
+        new RunEventsError(`Event stream refused: ${what} — ${detail}`, status === 401 ? "unauthorized" : "forbidden", {
+          closeCode: status === 401 ? 4401 : 4403,
+          details: body,
+        }),
+      );
+      return;
+    }
+    if (status === 400 || status === 404) {
+      this._clearReconnectTimer();
+      this._teardownSocket(1000, "");
+      this._setState(ConnectionState.CLOSED);
+      this._report(new RunEventsError(`Authentication failed: ${detail}`, "auth_failed", { details: body }));
+      return;
+    }
+    this._onStreamEnd(stream); // 429, 5xx, a proxy's error page: retried
+  }
+
+  /** Read the response body as SSE (WHATWG HTML "Server-sent events" parsing). @private */
+  async _readStream(/** @type {any} */ stream, /** @type {any} */ response) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let data = /** @type {string[]} */ ([]);
+    let name = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (stream !== this._stream) return;
+      if (done) return;
+      this._armStreamWatchdog(stream);
+      buffer += decoder.decode(value, { stream: true });
+      const lines = buffer.split(/\r\n|\r|\n/);
+      buffer = lines.pop() ?? "";
+      for (const line of lines) {
+        if (line === "") {
+          if (data.length) this._onStreamMessage(stream, name || "message", data.join("\n"));
+          if (stream !== this._stream) return;
+          data = [];
+          name = "";
+          continue;
+        }
+        if (line.startsWith(":")) continue; // a keepalive comment
+        const colon = line.indexOf(":");
+        const field = colon === -1 ? line : line.slice(0, colon);
+        let text = colon === -1 ? "" : line.slice(colon + 1);
+        if (text.startsWith(" ")) text = text.slice(1);
+        if (field === "data") data.push(text);
+        else if (field === "event") name = text;
+        // `id` is also in the frame (its `id`), `retry` is the browser's: both unused here.
+      }
+    }
+  }
+
+  /** One SSE message: the socket's JSON frame, or the stream's `close` notice. @private */
+  _onStreamMessage(/** @type {any} */ stream, /** @type {string} */ name, /** @type {string} */ data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch (cause) {
+      this._report(new RunEventsError("Invalid JSON from server", "invalid_message", { cause }));
+      return;
+    }
+    if (!msg || typeof msg !== "object" || typeof msg.type !== "string") {
+      this._report(new RunEventsError("Malformed message from server", "invalid_message", { details: msg }));
+      return;
+    }
+    if (name === "close") {
+      stream.closeCode = Number(msg.payload?.code ?? 1000);
+      stream.closeReason = String(msg.payload?.reason ?? "");
+      return;
+    }
+    this._handleMessage(stream, msg);
+  }
+
+  /** The stream ended (or failed): as a socket's close, with the code its notice named. @private */
+  _onStreamEnd(/** @type {any} */ stream) {
+    if (stream !== this._stream) return;
+    if (!stream.opened && this._mode === "auto" && typeof this._WebSocket === "function") {
+      // Could not even reach the stream: maybe the server is down. Give the socket another try
+      // (one failure before the server's first frame sends it back here).
+      this._transport = "websocket";
+      this._wsFailures = Math.max(0, this._fallbackAfter - 1);
+    }
+    this._onClose(stream.closeCode ?? 1006, stream.closeReason);
+  }
+
+  /** Nothing at all for pingInterval + pongTimeout ms: the stream is dead. @private */
+  _armStreamWatchdog(/** @type {any} */ stream) {
+    this._stopHeartbeat();
+    this._pongTimer = setTimeout(() => {
+      this._pongTimer = null;
+      if (stream !== this._stream) return;
+      this._teardownSocket(1000, "heartbeat timeout");
+      this._scheduleReconnect();
+      this._report(
+        new RunEventsError(`Nothing from the event stream within ${this._pingInterval + this._pongTimeout} ms`, "heartbeat_timeout"),
+      );
+    }, this._pingInterval + this._pongTimeout);
   }
 
   /** Forget the current socket (its later callbacks are ignored), stop the heartbeat, close it. @private */
   _teardownSocket(/** @type {number} */ code, /** @type {string} */ reason) {
     this._stopHeartbeat();
+    const stream = this._stream;
+    this._stream = null;
+    if (stream) {
+      try {
+        stream.controller?.abort();
+      } catch {
+        // aborting a finished request is best effort
+      }
+    }
     const ws = this._ws;
     this._ws = null;
     this._authenticated = false;
@@ -663,13 +962,22 @@ export class RunEventsClient {
       this._report(new RunEventsError("Malformed message from server", "invalid_message", { details: msg }));
       return;
     }
+    this._handleMessage(ws, msg);
+  }
+
+  /** A server message from the current socket or stream (`conn`). @private */
+  _handleMessage(/** @type {any} */ conn, /** @type {any} */ msg) {
     this._emit("message", msg);
-    if (ws !== this._ws) return; // a "message" listener disconnected or reconnected us
+    if (conn !== this._ws && conn !== this._stream) return; // a "message" listener disconnected or reconnected us
     const payload = msg.payload ?? {};
     switch (msg.type) {
       case "connection.established":
         this._clientId = payload.clientId ?? null;
-        void this._sendAuth(ws);
+        if (conn === this._ws) {
+          this._wsHeard = true;
+          this._wsFailures = 0;
+          void this._sendAuth(conn);
+        }
         return;
       case "auth.success":
         this._authenticated = true;
@@ -783,6 +1091,13 @@ export class RunEventsClient {
     this._call(this._callbacks.onStateChange, state, previous);
     this._emit("state", state, previous);
   }
+}
+
+/** @param {Set<string>} a @param {Set<string>} b */
+function sameSet(a, b) {
+  if (a.size !== b.size) return false;
+  for (const key of a) if (!b.has(key)) return false;
+  return true;
 }
 
 /** @param {string} key "type:x" or "category:Y" */

@@ -38,6 +38,8 @@ import {
  * @property {ConnectionStateValue} connectionState
  * @property {Error|null} error
  * @property {number|null} lastEventId
+ * @property {"websocket"|"sse"} transport  the current connection's: "sse" after the fallback to
+ *   Server-Sent Events (the `transport` option, run-events.js)
  * @property {(eventType: string, handler: EventHandler) => () => void} subscribe
  * @property {(eventType: string, handler: EventHandler) => void} unsubscribe
  * @property {(category: string, handler: EventHandler) => () => void} subscribe_category
@@ -72,6 +74,7 @@ export function useRunEvents(options = {}) {
     connectionState: /** @type {ConnectionStateValue} */ (autoConnect ? ConnectionState.CONNECTING : ConnectionState.CLOSED),
     error: /** @type {Error|null} */ (null),
     lastEventId: /** @type {number|null} */ (options.lastEventId ?? null),
+    transport: /** @type {"websocket"|"sse"} */ (options.transport === "sse" ? "sse" : "websocket"),
   }));
 
   const tokenKey = typeof token === "function" ? "\u0000function" : token;
@@ -106,9 +109,17 @@ export function useRunEvents(options = {}) {
     const sync = () => {
       if (!mountedRef.current || clientRef.current !== client) return;
       setSnapshot((s) =>
-        s.connectionState === client.connectionState && s.error === client.error && s.lastEventId === client.lastEventId
+        s.connectionState === client.connectionState &&
+        s.error === client.error &&
+        s.lastEventId === client.lastEventId &&
+        s.transport === client.transport
           ? s
-          : { connectionState: client.connectionState, error: client.error, lastEventId: client.lastEventId },
+          : {
+              connectionState: client.connectionState,
+              error: client.error,
+              lastEventId: client.lastEventId,
+              transport: client.transport,
+            },
       );
     };
     const offs = [client.on("state", sync), client.on("error", sync), client.on("event", sync), client.on("resync", sync)];
@@ -232,13 +243,14 @@ export function useRunEvents(options = {}) {
     clientRef.current?.disconnect();
   }, []);
 
-  const { connectionState, error, lastEventId } = snapshot;
+  const { connectionState, error, lastEventId, transport } = snapshot;
   return useMemo(
     () => ({
       isConnected: connectionState === ConnectionState.OPEN,
       connectionState,
       error,
       lastEventId,
+      transport,
       subscribe,
       unsubscribe,
       subscribe_category,
@@ -247,7 +259,7 @@ export function useRunEvents(options = {}) {
       reconnect,
       disconnect,
     }),
-    [connectionState, error, lastEventId, subscribe, unsubscribe, subscribe_category, unsubscribe_category, connect, reconnect, disconnect],
+    [connectionState, error, lastEventId, transport, subscribe, unsubscribe, subscribe_category, unsubscribe_category, connect, reconnect, disconnect],
   );
 }
 

@@ -11,9 +11,13 @@ import { FakeWebSocket } from "./fake-socket.js";
 
 const URL = "ws://test.local/ws";
 
-/** @param {Partial<import("../../static/researchflow/run-events.js").RunEventsClientOptions>} [options] */
+/**
+ * A client on the WebSocket transport only: these tests play sockets that fail before they open,
+ * which in "auto" would switch to the event stream (tests/js/run-events-sse.test.js).
+ * @param {Partial<import("../../static/researchflow/run-events.js").RunEventsClientOptions>} [options]
+ */
 function makeClient(options = {}) {
-  return new RunEventsClient({ url: URL, WebSocket: FakeWebSocket, ...options });
+  return new RunEventsClient({ url: URL, WebSocket: FakeWebSocket, transport: "websocket", ...options });
 }
 
 /** Connect a client all the way to "open". */

@@ -2,6 +2,7 @@ import { StrictMode, useEffect, useState } from "react";
 import { act, cleanup, render, renderHook, screen } from "@testing-library/react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { useRunEvents } from "../../static/researchflow/use-run-events.js";
+import { FakeFetch, fakeFetch } from "./fake-fetch.js";
 import { FakeWebSocket } from "./fake-socket.js";
 
 const base = { url: "ws://test.local/ws", WebSocket: FakeWebSocket };
@@ -297,5 +298,30 @@ describe("useRunEvents", () => {
     serverAccepts();
     act(() => FakeWebSocket.last.event(1, "stage.progress", { progress: 45 }));
     expect(screen.getByTestId("progress").textContent).toBe("45");
+  });
+
+  it("falls back to the event stream when sockets are refused, with the same subscribe API", async () => {
+    function Transported() {
+      const { subscribe, transport, connectionState } = useRunEvents({ ...base, fetch: fakeFetch, reconnectDelay: 10 });
+      const [progress, setProgress] = useState(0);
+      useEffect(() => subscribe("stage.progress", (e) => setProgress(e.payload.progress)), [subscribe]);
+      return (
+        <span data-testid="progress" data-transport={transport} data-state={connectionState}>
+          {progress}
+        </span>
+      );
+    }
+    render(<Transported />);
+    const shown = () => screen.getByTestId("progress");
+    act(() => FakeWebSocket.last.close(1006)); // a proxy refuses the upgrade
+    await vi.waitFor(() => expect(FakeWebSocket.instances).toHaveLength(2));
+    act(() => FakeWebSocket.last.close(1006));
+    await vi.waitFor(() => expect(FakeFetch.requests).toHaveLength(1));
+    expect(FakeFetch.last.query.get("types")).toBe("stage.progress");
+    await act(async () => FakeFetch.last.opened());
+    await vi.waitFor(() => expect(shown().dataset.state).toBe("open"));
+    expect(shown().dataset.transport).toBe("sse");
+    await act(async () => FakeFetch.last.event(1, "stage.progress", { progress: 45 }));
+    await vi.waitFor(() => expect(shown().textContent).toBe("45"));
   });
 });

@@ -21,6 +21,11 @@ What stays true, and why (the seed client, static/researchflow/run-events.js, do
   working while the caller is busy with an event; a full buffer pauses reading (and the dead
   check, since the silence is then the caller's) and lets TCP push back on the server.
 - The token is never logged, nor any payload text.
+- `transport="sse"`: the same stream over Server-Sent Events (`GET /events/stream` on the same
+  server, `sse.py`), for networks whose proxies refuse WebSocket upgrades. Same events, same
+  cursor and resume (`lastEventId` in the query), same errors; the token goes in the
+  `Authorization` header. The server's keepalive comments stand in for pong: nothing at all for
+  `heartbeat_interval + heartbeat_timeout` seconds means a dead stream.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import contextlib
 import json
 import logging
 import ssl as ssl_module
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any
@@ -37,6 +43,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from . import sse
 from .backoff import Backoff
 from .catalogue import EVENT_CATEGORIES, EVENT_TYPES
 from .errors import (
@@ -48,7 +55,7 @@ from .errors import (
     ServerUnavailable,
 )
 from .events import Event, MalformedFrame, parse_event
-from .snapshot import RunSnapshot, load_run
+from .snapshot import RunSnapshot, api_url, load_run
 from .urls import check_url
 
 logger = logging.getLogger("researchflow_client")
@@ -63,6 +70,7 @@ MAX_FRAME_BYTES = 1 << 20  # the server's frames are at most 64 KiB; this leaves
 PING = json.dumps({"type": "ping"})
 # `error` codes in answer to `auth` that mean the message itself was refused (final).
 REFUSED_AUTH = frozenset({"invalid_message", "unknown_event_type", "unknown_category"})
+TRANSPORTS = ("websocket", "sse")
 
 
 class _Retry(Exception):
@@ -114,8 +122,14 @@ class RunEvents:
         heartbeat_timeout: float = 10.0,
         open_timeout: float = 10.0,
         ssl: ssl_module.SSLContext | None = None,
+        transport: str = "websocket",
     ) -> None:
         self.url = check_url(url, ssl)
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
+        self.transport = transport
+        # The stream lives on the same server: `…/ws` → `http(s)://…/events/stream`.
+        self.stream_url = api_url(self.url, "/events/stream") if transport == "sse" else None
         if not isinstance(token, str) or not token:
             raise ValueError("token= is required: a REST API token (POST /api/auth/token/)")
         if last_event_id is not None and (
@@ -271,6 +285,9 @@ class RunEvents:
         """One socket: connect, authenticate, read until it closes. Raises _Retry for what a
         reconnect may fix, a ClientError for what it cannot."""
         self._authenticated_once_this_session = False
+        if self.transport == "sse":
+            await self._stream_session()
+            return
         options: dict[str, Any] = {} if self._ssl is None else {"ssl": self._ssl}
         try:
             ws = await connect(
@@ -415,6 +432,90 @@ class RunEvents:
                 body.get("message"),
             )
         # pong, status, subscription.*: nothing to do (any frame already proved liveness).
+
+    # --- the Server-Sent Events transport -----------------------------------------------
+
+    async def _stream_session(self) -> None:
+        """One stream: the request (scope, subscriptions and cursor in its query), then its
+        events until it ends. Raises as `_session` does."""
+        query: dict[str, str] = {}
+        if self.project_id is not None:
+            query["projectId"] = str(self.project_id)
+        if self.run_id is not None:
+            query["runId"] = str(self.run_id)
+        if self.event_types is not None or self.event_categories is not None:
+            query["types"] = ",".join(self.event_types or ())
+            query["categories"] = ",".join(self.event_categories or ())
+        if self._cursor is not None:
+            query["lastEventId"] = str(self._cursor)
+        assert self.stream_url is not None
+        url = self.stream_url + ("?" + urllib.parse.urlencode(query) if query else "")
+        headers = {"Accept": "text/event-stream", "Authorization": f"Token {self._token}"}
+        try:
+            response = await sse.request(
+                url, headers=headers, ssl=self._ssl, open_timeout=self.open_timeout
+            )
+        except TimeoutError:
+            raise _Retry(f"no answer within {self.open_timeout:g} s") from None
+        except (OSError, sse.StreamError, asyncio.IncompleteReadError) as exc:
+            raise _Retry(f"cannot connect ({_describe(exc)})") from None
+        try:
+            if response.status != 200:
+                await self._stream_refused(response)
+            await self._read_stream(response)
+        except (OSError, sse.StreamError, asyncio.IncompleteReadError) as exc:
+            raise _Retry(f"the stream failed ({_describe(exc)})") from None
+        finally:
+            response.close()
+
+    async def _stream_refused(self, response: sse.Response) -> None:
+        status = response.status
+        detail = f"HTTP {status}"
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                body = json.loads(await response.read_body())
+            if isinstance(body, dict) and isinstance(body.get("detail"), str):
+                detail = body["detail"]
+        except (ValueError, TimeoutError, OSError, sse.StreamError, asyncio.IncompleteReadError):
+            pass
+        if status in (401, 403, 404):  # the token, the origin, or the run/project: final
+            raise AuthFailed(detail)
+        if status == 400:
+            raise ClientError(f"the server refused the stream request: {detail}")
+        raise _Retry(f"the stream was answered with HTTP {status}")
+
+    async def _read_stream(self, response: sse.Response) -> None:
+        dead_after = self.heartbeat_interval + self.heartbeat_timeout
+        stream = aiter(sse.messages(response.chunks()))
+        while True:
+            try:
+                async with asyncio.timeout(
+                    dead_after if self._authenticated_once_this_session else self.open_timeout
+                ):
+                    message = await anext(stream)
+            except StopAsyncIteration:
+                raise _Retry("the stream ended") from None
+            except TimeoutError:
+                raise _Retry(
+                    f"nothing from the stream within {dead_after:g} s (connection dead)"
+                ) from None
+            if message is None:
+                continue  # a keepalive comment
+            frame = _decode(message.data)
+            payload = frame.get("payload") or {}
+            if message.event == "close":
+                code = _int_or_none(payload.get("code")) or 1006
+                why = str(payload.get("reason") or "")
+                if code in FINAL_CLOSE_CODES:
+                    raise AccessRevoked(code, why)
+                raise _Retry(f"the server closed the stream ({code}{': ' + why if why else ''})")
+            if frame.get("type") == "auth.success":
+                self._authenticated_once_this_session = True
+                if self._first_auth is not None and not self._first_auth.done():
+                    self._first_auth.set_result(None)
+                logger.info("researchflow: streaming from %s", self.stream_url)
+                continue
+            await self._dispatch(frame)
 
 
 def _decode(raw: str | bytes) -> dict[str, Any]:

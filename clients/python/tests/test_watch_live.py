@@ -92,6 +92,19 @@ def test_its_json_output_is_one_event_per_line_with_the_ids_of_the_runs_log(
     assert ids(watcher.out) == app.event_ids(alice, run=run["id"])  # none lost, none twice
 
 
+def test_over_sse_it_prints_the_same_events_of_the_runs_log(app: AppServer) -> None:
+    alice = token(app)
+    run = create_run(app, alice, "Streamed to the terminal")
+    watcher = following(app, "--run", run["id"], "--transport", "sse", api_token=alice)
+    try:
+        drive(app, alice, run)
+        assert watcher.finish() == 0
+    finally:
+        watcher.stop()
+    assert ids(watcher.out) == app.event_ids(alice, run=run["id"])  # none lost, none twice
+    assert types(watcher.out)[-1] == "run.completed"
+
+
 def test_it_replays_a_run_that_already_ended_and_exits_at_once_with_its_outcome(
     daphne: AppServer,
 ) -> None:

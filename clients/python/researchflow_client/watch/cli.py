@@ -126,6 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the first retry's backoff window; it doubles up to 30 s (default: 0.5)",
     )
     parser.add_argument(
+        "--transport",
+        choices=("websocket", "sse"),
+        default="websocket",
+        help="sse: Server-Sent Events (GET /events/stream on the same server), for networks "
+        "whose proxies refuse WebSocket upgrades (default: websocket)",
+    )
+    parser.add_argument(
         "--cafile",
         metavar="PATH",
         help="trust this CA bundle for wss:// (default: the system's CAs)",
@@ -231,6 +238,8 @@ def run(
     }
     if context is not None:
         options["ssl"] = context
+    if args.transport != "websocket":
+        options["transport"] = args.transport
     target = Target(
         url,
         token,
