@@ -172,6 +172,87 @@ async def test_a_socket_that_widens_gets_every_event_it_may_now_see_in_order(
     assert before.id not in on_x.ids
 
 
+async def _widen(hub: Hub, sub: Collecting) -> None:
+    sub.visible_projects = frozenset({X, Y})  # a membership added while connected
+    hub.reindex(sub)
+    await hub.settled()
+    assert hub.hearing == EVERY_SHARD
+
+
+async def test_a_log_check_during_a_widening_reads_only_the_shard_it_heard(
+    settings: Any, monkeypatch: Any
+) -> None:
+    # Until the widening has the old shard's events up to the new head, the log's chain has no
+    # baseline: a repair meanwhile that read every shard from the old shard's position would
+    # deliver other shards' events from before the socket could see them.
+    settings.WS_GAP_CHECK_INTERVAL = 0.05
+    settings.WS_GAP_WAIT = 0.01
+    on_x = socket_on(X)
+    hub = await hub_with(on_x)
+    x1 = await publish(X)
+    before = await publish(Y)
+    accept = hub.accept
+    # The layer never brings it (before the widening it is not heard): only a read of every
+    # shard from X's position has it.
+    hub.accept = lambda event: event.id == before.id or accept(event)  # type: ignore[method-assign]
+    assert await wait_for(lambda: on_x.ids == [x1.id])
+    real_head, real_between = hubmod._log_head, hubmod._log_between
+    heads = [0]
+    reads: list[int | None] = []
+
+    async def counting_head() -> int:
+        heads[0] += 1
+        return await real_head()
+
+    async def slow_first_read(
+        after: int, upto: int | None, shard: int | None = None
+    ) -> list[LoggedEvent]:
+        reads.append(shard)
+        if len(reads) == 1:  # the widening's: the log check runs (and repairs) meanwhile
+            await wait_for(lambda: heads[0] >= 3)
+        return await real_between(after, upto, shard)
+
+    monkeypatch.setattr(hubmod, "_log_head", counting_head)
+    monkeypatch.setattr(hubmod, "_log_between", slow_first_read)
+    await _widen(hub, on_x)
+    assert heads[0] >= 3 and set(reads) == {shard_of(X)}
+    later = [await publish(p) for p in (Y, X)]
+    expected = [x1.id, *(e.id for e in later)]
+    assert await wait_for(lambda: on_x.ids == expected)
+    assert before.id not in on_x.ids
+
+
+async def test_an_older_event_the_layer_brings_late_during_a_widening_is_not_delivered(
+    monkeypatch: Any,
+) -> None:
+    # The layer may delay or repeat a message: one of another shard, committed before the
+    # widening's head, is not the socket's event even if it is next in the log after the old
+    # shard's position. One committed after the head is, after the old shard's events.
+    on_x = socket_on(X)
+    hub = await hub_with(on_x)
+    x1 = await publish(X)
+    before = await publish(Y)
+    assert await wait_for(lambda: on_x.ids == [x1.id])
+    real_between = hubmod._log_between
+    during: list[LoggedEvent] = []
+
+    async def layer_brings_meanwhile(
+        after: int, upto: int | None, shard: int | None = None
+    ) -> list[LoggedEvent]:
+        if not during:  # the widening's read of X's shard
+            during.append(await publish(Y))
+            hub.accept(before)
+            hub.accept(during[0])  # (its own layer message is a duplicate)
+        return await real_between(after, upto, shard)
+
+    monkeypatch.setattr(hubmod, "_log_between", layer_brings_meanwhile)
+    await _widen(hub, on_x)
+    later = [await publish(p) for p in (X, Y)]
+    expected = [x1.id, during[0].id, *(e.id for e in later)]
+    assert await wait_for(lambda: on_x.ids == expected)
+    assert before.id not in on_x.ids
+
+
 async def test_a_hub_that_narrows_back_to_one_shard_keeps_delivering_it_in_order() -> None:
     on_x, staff = socket_on(X), Collecting()
     hub = await hub_with(on_x, staff)

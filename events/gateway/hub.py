@@ -17,8 +17,10 @@ an event 8 still in flight. Hearing one shard, it follows that shard's own links
 a staff socket, a membership added while connected) joins the groups first, then takes its
 baseline from the log head read after that; a hub that heard one shard and widens to all
 first delivers that shard's events up to the head from the log (`Chain.rebase`), so its
-sockets miss nothing. A socket waits for the widening (`settled`) before it is told it is
-authenticated or replays, so what it may see reaches it from then on, in order.
+sockets miss nothing; until then the log's chain has no baseline, so what the layer brings
+waits and a repair reads that shard only (`_finish_widening`). A socket waits for the
+widening (`settled`) before it is told it is authenticated or replays, so what it may see
+reaches it from then on, in order.
 
 Order and loss: `ordering.Chain` delivers strictly along each event's link. An event
 that arrives ahead of its predecessor waits `WS_GAP_WAIT`; then the hub reads the missing ones
@@ -104,6 +106,10 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         self._sockets_per_user: Counter[int] = Counter()
         self._repair_scheduled = False
+        # A widening from one shard to every shard, until the log gave it that shard's events up
+        # to the head: (its chain, that shard, the head); and what the layer brought meanwhile.
+        self._widening: tuple[Chain[LoggedEvent], int, int] | None = None
+        self._held: list[LoggedEvent] = []
         self._batch: list[LoggedEvent] = []  # in order, not yet offered (see accept)
         self._batch_scheduled = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -335,6 +341,8 @@ class Hub:
     def _hear(self, hearing: int | None, chain: Chain[LoggedEvent] | None) -> None:
         self._hearing = hearing
         self._chain = chain
+        self._widening = None
+        self._held = []
 
     async def _widen_to_every_shard(self) -> None:
         head = await self._baseline(_log_head)
@@ -346,20 +354,43 @@ class Hub:
             return
         # It heard one shard: its sockets must still get that shard's events up to the head,
         # in order, before the events after it. The log chain starts where the shard's was;
-        # what arrives meanwhile waits in it until the rebase.
+        # what arrives meanwhile is held until the rebase.
         assert previous is not None
-        start = chain.last_id or 0
-        wide: Chain[LoggedEvent] = Chain(start)
+        wide: Chain[LoggedEvent] = Chain(chain.last_id or 0)
         self._hear(EVERY_SHARD, wide)
+        self._widening = (wide, previous, head)
+        await self._finish_widening()
+
+    async def _finish_widening(self) -> None:
+        """Deliver the shard it heard up to the widening's head from the log, then what the
+        layer brought meanwhile (`Chain.rebase`). Until then the log's chain has no baseline:
+        an event of another shard next in the log after that shard's position may still be
+        older than the head (not its sockets' to see), so nothing else may go through it, and
+        a repair (`_repair`) comes here instead of reading every shard from that position.
+        If the log cannot be read, the widening stays pending: the log check comes back."""
+        widening = self._widening
+        if widening is None:
+            return
+        wide, shard, head = widening
         try:
-            missing = await _log_between(start, head, previous)
+            missing = await _log_between(wide.last_id or 0, head, shard)
         except Exception:
             logger.exception("event hub could not read the log while widening; repairing later")
             metrics.LAYER_ERRORS.labels(op="repair").inc()
-            return  # the chain stays at `start`: gap repair fills (start, head] from the log
-        if self._chain is wide:
-            wide.rebase(missing, head, self._batch)
-            self._schedule_offer()
+            return
+        if self._widening is not widening:
+            return  # a concurrent repair finished it, or what it hears changed meanwhile
+        self._widening = None
+        held, self._held = self._held, []
+        batch = self._batch
+        wide.rebase(missing, head, batch)
+        gap = False
+        for event in held:  # those up to the head are dropped as already delivered
+            gap = wide.accept(event, batch) or gap
+        if gap and not self._repair_scheduled:
+            self._repair_scheduled = True
+            self.loop.call_later(settings.WS_GAP_WAIT, self._schedule_repair)
+        self._schedule_offer()
 
     async def _baseline(self, read: Callable[[], Awaitable[int]]) -> int | None:
         """The log head to start delivering after, read again every WS_GAP_CHECK_INTERVAL until
@@ -449,6 +480,9 @@ class Hub:
             # In flight when it stopped hearing that shard: no socket here may want it.
             self.unwanted += 1
             return
+        if self._widening is not None:
+            self._held.append(event)  # until the log's chain has its baseline (_finish_widening)
+            return
         if chain.accept(event, self._batch) and not self._repair_scheduled:
             self._repair_scheduled = True
             self.loop.call_later(settings.WS_GAP_WAIT, self._schedule_repair)
@@ -523,6 +557,9 @@ class Hub:
     async def _repair(self, upto: int | None) -> None:
         """Read what the layer lost from the log (of the shard it hears, or all) and deliver
         it, in order."""
+        if self._widening is not None:
+            await self._finish_widening()  # what is missing is the shard it heard, up to the head
+            return
         chain, hearing = self._chain, self._hearing
         if chain is None or chain.last_id is None:
             return
