@@ -66,9 +66,17 @@ def manage(server: PostgresServer, *args: str) -> subprocess.CompletedProcess[st
     return done
 
 
-def scenario(server: PostgresServer, name: str, *args: str, timeout: float = 90) -> dict[str, Any]:
+def scenario(
+    server: PostgresServer,
+    name: str,
+    *args: str,
+    timeout: float = 90,
+    module: str = "tests.test_postgres",
+) -> dict[str, Any]:
+    """Run `python -m <module> <name> <args>` against the cluster; its last stdout line, as
+    JSON."""
     done = subprocess.run(
-        [sys.executable, "-m", "tests.test_postgres", name, *args],
+        [sys.executable, "-m", module, name, *args],
         cwd=ROOT,
         env=_env(server),
         capture_output=True,

@@ -9,44 +9,23 @@ against a throw-away cluster, as tests/test_postgres.py does.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from devtools.servers import PostgresServer
-from tests.test_postgres import ROOT, _env, manage
+from tests import test_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    import tempfile
-
-    try:
-        server = PostgresServer()
-    except RuntimeError as exc:  # binaries not installed
-        pytest.skip(str(exc))
-    with server, tempfile.TemporaryDirectory(prefix="rf-pgwrite-") as var:
-        server.var_dir = var  # type: ignore[attr-defined]
-        manage(server, "migrate", "--noinput")
-        yield server
+pg = test_postgres.pg  # the throw-away cluster fixture, one per module that uses it
 
 
 def scenario(server: PostgresServer, name: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.test_postgres_write_path", name],
-        cwd=ROOT,
-        env=_env(server),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return test_postgres.scenario(
+        server, name, timeout=120, module="tests.test_postgres_write_path"
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def test_a_progress_report_is_one_statement_and_its_event_says_what_the_row_holds(
@@ -289,29 +268,25 @@ def scenario_many() -> dict[str, Any]:
         ),
     )
     positions = [p for p, _payload in batch]
-    published = event_bus.publish_many(
-        [
-            (
-                "run.started",
-                {"runId": run.pk, "projectId": run.project_id, "startedAt": iso_timestamp()},
-            ),
-            (
-                "stage.progress",
-                {
-                    "runId": run.pk,
-                    "projectId": run.project_id,
-                    "stageId": stages[0].pk,
-                    "stageName": "Stage 0",
-                    "stageIndex": 0,
-                    "progress": 99,
-                },
-            ),
-            (
-                "run.started",
-                {"runId": run.pk, "projectId": run.project_id, "startedAt": iso_timestamp()},
-            ),
-        ]
-    )
+
+    def started() -> tuple[str, dict[str, Any]]:
+        return (
+            "run.started",
+            {"runId": run.pk, "projectId": run.project_id, "startedAt": iso_timestamp()},
+        )
+
+    def progress(**extra: Any) -> tuple[str, dict[str, Any]]:
+        payload = {
+            "runId": run.pk,
+            "projectId": run.project_id,
+            "stageId": stages[0].pk,
+            "stageName": "Stage 0",
+            "stageIndex": 0,
+            "progress": 99,
+        }
+        return "stage.progress", {**payload, **extra}
+
+    published = event_bus.publish_many([started(), progress(), started()])
     assert event_bus.flush(10)
     before_illegal = Stage.objects.get(pk=stages[1].pk).progress
     count = Event.objects.count()
@@ -324,24 +299,7 @@ def scenario_many() -> dict[str, Any]:
     count = Event.objects.count()
     refused = _error(
         lambda: event_bus.publish_many(
-            [
-                (
-                    "run.started",
-                    {"runId": run.pk, "projectId": run.project_id, "startedAt": iso_timestamp()},
-                ),
-                (
-                    "stage.progress",
-                    {
-                        "runId": run.pk,
-                        "projectId": run.project_id,
-                        "stageId": stages[0].pk,
-                        "stageName": "Stage 0",
-                        "stageIndex": 0,
-                        "progress": 99,
-                        "statusMessage": "patient email jane.doe@example.com",
-                    },
-                ),
-            ]
+            [started(), progress(statusMessage="patient email jane.doe@example.com")]
         )
     )
     refused_logged = Event.objects.count() - count
